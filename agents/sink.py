@@ -1,0 +1,121 @@
+"""Sink: internal topic → Postgres shards, batched, coalesced, idempotent.
+
+Input: ``rowstream-by-subscription`` (key subscription ID, partition in the app's shard block).
+Output: rows in the app's Postgres shard; one small stats record per batch.
+Guarantee: an event is acknowledged only after the transaction that applied it committed, so
+offsets are committed only past applied events; re-delivered events change nothing (version
+guard). A shard that fails holds only its own events (see ``app.writer``).
+
+The agent does not use ``take()``: ``take_events`` acknowledges each batch as soon as the loop
+body returns and ``noack_take`` hands out values without their events, so neither lets a write
+that finishes later (per shard, in its own task) decide when the events are acknowledged. The
+batching (at most ROWSTREAM_BATCH_SIZE events, waiting at most ROWSTREAM_BATCH_WAIT) lives in
+the per-shard writers instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from mode import Service
+
+from app import events
+from app.coalesce import Patch
+from app.deadletter import Coordinates, dead_letter
+from app.main import app, layout, settings, shards
+from app.topics import by_subscription_topic, stats_topic, updates_topic
+from app.writer import BatchDone, Item, ShardWriter
+from agents.deadletters import send_dead_letter
+
+log = logging.getLogger("rowstream.sink")
+
+
+class Writers(Service):
+    """One ShardWriter per shard."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.by_shard = [
+            ShardWriter(
+                shard,
+                shards,
+                batch_size=settings.batch_size,
+                batch_wait=settings.batch_wait,
+                retry_max=settings.retry_max,
+                on_batch=on_batch,
+                on_rejected=on_rejected,
+                on_backlog=on_backlog,
+            )
+            for shard in range(len(settings.shards))
+        ]
+
+    def on_init_dependencies(self):
+        return self.by_shard
+
+
+
+async def on_batch(done: BatchDone) -> None:
+    await stats_topic.send(
+        key=str(done.shard).encode(),
+        value=orjson.dumps({"events": done.events, "rows": done.rows, "coalesced": done.coalesced}),
+    )
+
+
+async def on_rejected(item: Item, error: str) -> None:
+    event, update = item.origin
+    letter = dead_letter(
+        key=str(update.app_id).encode(),
+        value=events.encode_update(
+            str(update.app_id), str(update.subscription_id), update.properties, update.received_at
+        ),
+        reason="rejected",
+        error=error,
+        origin=Coordinates(updates_topic.get_topic_name(), update.source_partition, update.version),
+        seen=Coordinates(event.message.topic, event.message.partition, event.message.offset),
+    )
+    await send_dead_letter(letter)
+
+
+def on_backlog(shard: int, paused: bool) -> None:
+    topic = by_subscription_topic.get_topic_name()
+    wanted = set(layout.partitions_of_shard(shard))
+    tps = [tp for tp in app.consumer.assignment() if tp.topic == topic and tp.partition in wanted]
+    if paused:
+        log.warning("shard %d: backlog over %d events, pausing its partitions", shard,
+                    writers.by_shard[shard].high_water)
+        app.consumer.pause_partitions(tps)
+    else:
+        log.info("shard %d: backlog drained, resuming its partitions", shard)
+        app.consumer.resume_partitions(tps)
+
+
+writers = Writers()
+app.service(writers)
+
+
+@app.on_partitions_revoked.connect
+async def forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+    topic = by_subscription_topic.get_topic_name()
+    partitions = {tp.partition for tp in revoked if tp.topic == topic}
+    if partitions:
+        for writer in writers.by_shard:
+            writer.forget(partitions)
+
+
+@app.agent(by_subscription_topic)
+async def sink(stream):
+    async for event in stream.noack().events():
+        message = event.message
+        try:
+            update = events.decode_versioned(event.value or b"")
+        except events.InvalidEvent as exc:
+            seen = Coordinates(message.topic, message.partition, message.offset)
+            await send_dead_letter(dead_letter(event.key, event.value or b"", exc.reason, str(exc), seen))
+            event.ack()
+            continue
+        app_id = str(update.app_id)
+        patch = Patch(app_id, str(update.subscription_id), update.version, update.properties)
+        writer = writers.by_shard[layout.shard_of_app(app_id)]
+        writer.add(Item(patch, message.partition, event.ack, (event, update)))

@@ -1,0 +1,54 @@
+"""Dead-letter records: the original key and bytes, with the reason and coordinates in headers.
+
+Headers (all UTF-8 text):
+
+* ``rowstream-reason``: ``undecodable`` | ``invalid`` | ``misrouted`` | ``rejected``
+* ``rowstream-error``: what was wrong, for a person (at most 2,000 characters)
+* ``rowstream-topic``, ``rowstream-partition``, ``rowstream-offset``: where the event stood in
+  the update topic (for ``rejected``: its origin in the update topic, recovered from the version)
+* ``rowstream-seen-topic``, ``rowstream-seen-partition``, ``rowstream-seen-offset``: where the
+  agent that gave up read it (differs from the above for events rejected by the sink)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+MAX_ERROR_CHARS = 2000
+
+
+class Coordinates(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+
+
+class DeadLetter(NamedTuple):
+    key: Optional[bytes]
+    value: bytes
+    partition: int
+    headers: list[tuple[str, bytes]]
+
+
+def dead_letter(
+    key: Optional[bytes],
+    value: bytes,
+    reason: str,
+    error: str,
+    origin: Coordinates,
+    seen: Optional[Coordinates] = None,
+) -> DeadLetter:
+    seen = seen or origin
+    headers = [
+        ("rowstream-reason", reason),
+        ("rowstream-error", error[:MAX_ERROR_CHARS]),
+        ("rowstream-topic", origin.topic),
+        ("rowstream-partition", str(origin.partition)),
+        ("rowstream-offset", str(origin.offset)),
+        ("rowstream-seen-topic", seen.topic),
+        ("rowstream-seen-partition", str(seen.partition)),
+        ("rowstream-seen-offset", str(seen.offset)),
+    ]
+    return DeadLetter(
+        key, value, origin.partition, [(name, text.encode()) for name, text in headers]
+    )

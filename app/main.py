@@ -1,0 +1,51 @@
+"""The Faust app, built once from the settings. Agents, tables and views register on it when
+``app.COMPONENTS`` are imported (see ``app/__init__.py``).
+
+Names that become Kafka topic or group names (the app id, every topic and table) are noted where
+they are declared: renaming one is a data migration.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import faust
+
+from app import settings as settings_module
+from app.partitioning import Layout
+from app.shards import Shards
+
+try:
+    settings = settings_module.load()
+except settings_module.ConfigError as exc:
+    # One line for the operator instead of a traceback from deep inside the import.
+    print(f"rowstream: configuration error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+layout = Layout(settings.partitions, settings.slot_map, len(settings.shards))
+
+app = faust.App(
+    settings.group_id,  # the Kafka consumer group: renaming it is a migration
+    broker=settings.broker,
+    origin="app",
+    datadir=settings.data_dir or str(Path(".local") / f"worker-{settings.web_port}"),
+    store="memory://",
+    # tansu has no idempotent producer or transactions; the sink is idempotent instead.
+    processing_guarantee="at_least_once",
+    producer_acks=-1,
+    topic_partitions=settings.partitions,
+    topic_allow_declare=False,  # topics are created by `faust -A app create-topics`
+    consumer_auto_offset_reset="earliest",
+    broker_session_timeout=settings.session_timeout,
+    broker_heartbeat_interval=settings.session_timeout / 4,
+    broker_rebalance_timeout=settings.session_timeout * 2,
+    broker_commit_interval=1.0,
+    web_port=settings.web_port,
+    web_bind=settings.web_bind,
+    **({"web_host": "127.0.0.1"} if settings.web_bind in ("127.0.0.1", "localhost") else {}),
+)
+
+# The shard pools live as long as the worker; the sink and the read views share them.
+shards = Shards(settings.shards, settings.pool_size)
+app.service(shards)

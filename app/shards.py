@@ -1,0 +1,128 @@
+"""Postgres shard access: one aiopg pool per shard, the schema migration, and error classes.
+
+``Shards`` is a mode Service: pools open in ``on_start`` and close in ``on_stop``. Pools open
+lazily (``minsize=0``) so that a shard that is down at start delays only its own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Optional, Protocol, Sequence
+
+import aiopg
+import psycopg2
+from mode import Service
+
+from app import sql
+from app.coalesce import Patch
+
+log = logging.getLogger("rowstream.shards")
+
+# SQLSTATE classes (first two characters) that a retry cannot fix: the data itself is refused.
+_REJECTING_CLASSES = {"22", "23", "54"}  # data exception, integrity violation, program limit
+_TRANSIENT_CODES = {"23505"}  # unique_violation: two writers raced to insert one new row
+
+
+class Rejected(Exception):
+    """Postgres refused the data itself (e.g. a value too large); retrying cannot help."""
+
+
+def is_rejection(exc: BaseException) -> bool:
+    """True for errors caused by the data, False for errors worth retrying (the default).
+
+    Anything not known to be the data's fault is retried: a wrongly retried error holds a shard
+    (visible in lag and logs) while a wrongly skipped one would lose updates.
+    """
+    code = getattr(exc, "pgcode", None)
+    return bool(code) and code not in _TRANSIENT_CODES and code[:2] in _REJECTING_CLASSES
+
+
+class ShardStore(Protocol):
+    """What the writer needs from Postgres; tests use their own implementation."""
+
+    async def write(self, shard: int, patches: Sequence[Patch]) -> int: ...
+
+
+class Shards(Service):
+    """The Postgres shards, numbered in the order of their DSNs."""
+
+    def __init__(self, dsns: Sequence[str], pool_size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dsns = list(dsns)
+        self.pool_size = pool_size
+        self._pools: list[Optional[aiopg.Pool]] = [None] * len(self.dsns)
+        self._locks = [asyncio.Lock() for _ in self.dsns]
+        self._migrated = [False] * len(self.dsns)
+
+    async def on_stop(self) -> None:
+        for pool in self._pools:
+            if pool is not None:
+                pool.close()
+                await pool.wait_closed()
+
+    async def _pool(self, shard: int) -> aiopg.Pool:
+        pool = self._pools[shard]
+        if pool is None:
+            async with self._locks[shard]:
+                if self._pools[shard] is None:
+                    self._pools[shard] = await aiopg.create_pool(
+                        self.dsns[shard], minsize=0, maxsize=self.pool_size, timeout=10.0
+                    )
+                pool = self._pools[shard]
+        assert pool is not None
+        if not self._migrated[shard]:
+            await self._migrate(shard, pool)
+        return pool
+
+    async def _migrate(self, shard: int, pool: aiopg.Pool) -> None:
+        async with self._locks[shard]:
+            if self._migrated[shard]:
+                return
+            async with pool.acquire() as conn, conn.cursor() as cur:
+                # Two workers migrating at once would race on CREATE TABLE IF NOT EXISTS.
+                await cur.execute("SELECT pg_advisory_lock(72417)")
+                try:
+                    await cur.execute(sql.SCHEMA)
+                finally:
+                    await cur.execute("SELECT pg_advisory_unlock(72417)")
+            self._migrated[shard] = True
+            log.info("shard %d: schema is up to date", shard)
+
+    async def write(self, shard: int, patches: Sequence[Patch]) -> int:
+        """Apply ``patches`` (one per row) in one transaction; return the rows changed.
+
+        Raises Rejected when Postgres refuses the data; any other error is worth a retry.
+        """
+        statement, params = sql.upsert(patches)
+        pool = await self._pool(shard)
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            try:
+                await cur.execute(statement, params)  # one statement: one transaction
+            except psycopg2.Error as exc:
+                if is_rejection(exc):
+                    raise Rejected(f"{exc.pgcode}: {str(exc).strip()}") from exc
+                raise
+            return cur.rowcount
+
+    async def fetch(self, shard: int, app_id: str, subscription_id: str) -> Optional[dict]:
+        statement, params = sql.select_row(app_id, subscription_id)
+        pool = await self._pool(shard)
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(statement, params)
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        app, subscription, properties, version, updated_at = row
+        return {
+            "app_id": app,
+            "subscription_id": subscription,
+            "properties": properties,
+            "version": version,
+            "updated_at": updated_at.isoformat(),
+        }
+
+    async def ping(self, shard: int) -> None:
+        pool = await self._pool(shard)
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(sql.PING)

@@ -1,0 +1,36 @@
+"""The Kafka topics of rowstream. A topic's name is its identity: renaming one is a migration.
+
+Agents read raw bytes (``value_serializer="raw"``) and decode in ``app.events``, so that a
+message that fails to decode reaches the dead-letter topic instead of vanishing in the framework.
+"""
+
+from __future__ import annotations
+
+from app.main import app, settings
+
+
+def _raw_topic(name: str, partitions: int):
+    return app.topic(
+        settings.topic(name),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
+
+
+#: HTTP ingest writes here; key = app ID; partition = the app's shard block (app.partitioning).
+updates_topic = _raw_topic("subscription-updates", settings.partitions)
+
+#: The repartition agent writes here; key = subscription ID; same shard block as the app.
+by_subscription_topic = _raw_topic("rowstream-by-subscription", settings.partitions)
+
+#: Events that cannot be applied: original key and bytes, reason and coordinates in headers.
+#: Partition = the source partition in the update topic, so a redrive keeps per-app order.
+dead_letter_topic = _raw_topic("rowstream-dead-letters", settings.partitions)
+
+#: One small record per committed batch; feeds the per-shard throughput tables.
+stats_topic = _raw_topic("rowstream-shard-stats", 1)
+
+OWN_TOPICS = (updates_topic, by_subscription_topic, dead_letter_topic, stats_topic)

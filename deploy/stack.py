@@ -1,0 +1,192 @@
+"""``make run``: the whole pipeline on the embedded stack, in one command.
+
+Starts a Kafka-API broker and a Postgres server with one database per shard (unless
+ROWSTREAM_BROKER / ROWSTREAM_SHARDS point at real ones), creates the topics, starts one worker
+with its web view, prints where to reach it, and stops everything it started on Ctrl-C.
+Every ROWSTREAM_* setting in the environment is passed to the worker. State: ``.local/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from app import settings as settings_module
+from deploy.local import Broker, Postgres, StackError, free_port, port_open, stop_child, wait_until
+
+log = logging.getLogger("rowstream.stack")
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".local"
+DEFAULT_BROKER_PORT = 9092
+DEFAULT_PG_PORT = 54320
+FAUST_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "error": "error", "critical": "crit"}
+
+
+def faust(*args: str) -> list[str]:
+    return [sys.executable, "-m", "faust", "-A", "app", *args]
+
+
+class Worker:
+    """``faust -A app worker`` as a child process with the given environment."""
+
+    def __init__(self, env: dict[str, str], web_port: int, log_path: Path, loglevel: str = "info"):
+        self.env = env
+        self.web_port = web_port
+        self.log_path = log_path
+        self.loglevel = loglevel
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self, wait: float = 90.0) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(
+                faust("-l", FAUST_LEVELS[self.loglevel], "worker"), env=self.env, cwd=ROOT,
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        wait_until(lambda: port_open(self.web_port) or self.process.poll() is not None, wait,
+                   f"the worker's web view on port {self.web_port}")
+        if self.process.poll() is not None:
+            raise StackError(f"the worker exited at start; see {self.log_path}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process:
+            stop_child(self.process, timeout)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def create_topics(env: dict[str, str]) -> None:
+    done = subprocess.run(faust("create-topics"), env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    if done.returncode:
+        raise StackError(f"creating topics failed: {(done.stderr or done.stdout).strip()[-2000:]}")
+    log.info("%s", done.stdout.strip())
+
+
+def _claim_run_lock() -> Path:
+    lock = STATE / "run.pid"
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        pid = int(lock.read_text())
+        if pid != os.getpid() and Path(f"/proc/{pid}").exists():
+            raise StackError(
+                f"rowstream is already running from this folder (pid {pid}): stop it with "
+                f"Ctrl-C in its terminal or `kill {pid}`, then run `make run` again"
+            )
+    STATE.mkdir(parents=True, exist_ok=True)
+    lock.write_text(str(os.getpid()))
+    return lock
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_module.load()
+    except settings_module.ConfigError as exc:
+        raise StackError(f"configuration error: {exc}") from None
+    given = settings_module.given()
+    lock = _claim_run_lock()
+    env = dict(os.environ)
+    started: list = []
+    try:
+        if "broker" not in given:
+            broker = Broker(STATE / "broker", free_port(DEFAULT_BROKER_PORT))
+            log.info("starting the embedded broker (tansu, memory storage) on %s", broker.url)
+            broker.start()
+            started.append(broker)
+            env["ROWSTREAM_BROKER"] = broker.url
+        if "shards" not in given:
+            postgres = Postgres(STATE / "postgres", free_port(DEFAULT_PG_PORT))
+            log.info("starting Postgres on 127.0.0.1:%d (data in %s)", postgres.port, postgres.data_dir)
+            postgres.start()
+            started.append(postgres)
+            names = [f"rowstream_shard{n}" for n in range(args.shards)]
+            postgres.create_databases(names)
+            env["ROWSTREAM_SHARDS"] = ",".join(postgres.dsn(name) for name in names)
+            if "partitions" not in given and settings.partitions % args.shards:
+                env["ROWSTREAM_PARTITIONS"] = str(args.shards * 12)
+        if "api_keys" not in given:
+            env["ROWSTREAM_API_KEYS"] = "dev-" + secrets.token_urlsafe(18)
+        if port_open(settings.web_port):
+            raise StackError(
+                f"port {settings.web_port} is taken: stop what listens there or set "
+                f"ROWSTREAM_WEB_PORT to a free port"
+            )
+        log.info("creating topics")
+        create_topics(env)
+        worker = Worker(env, settings.web_port, STATE / f"worker-{settings.web_port}.log",
+                        settings.log_level)
+        log.info("starting the worker (log: %s)", worker.log_path)
+        worker.start()
+        started.append(worker)
+        _banner(settings.web_port, env)
+        while worker.process is not None and worker.process.poll() is None:
+            time.sleep(0.5)
+        log.error("the worker exited (code %s); see %s", worker.process.returncode, worker.log_path)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping…", file=sys.stderr)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
+        for service in reversed(started):
+            with contextlib.suppress(Exception):
+                service.stop()
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        log.info("stopped")
+
+
+def _banner(port: int, env: dict[str, str]) -> None:
+    key = env["ROWSTREAM_API_KEYS"].split(",")[0]
+    base = f"http://127.0.0.1:{port}"
+    print(f"""
+rowstream is running.
+  API and web view   {base}/          (Faust's own views: {base}/router/ …)
+  per-shard stats    {base}/shards/
+  broker             {env['ROWSTREAM_BROKER']}
+  shards             {env['ROWSTREAM_SHARDS']}
+  API key            {key}
+
+Try:
+  curl -X PATCH -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
+       -d '{{"properties": {{"plan": "pro", "trial": null}}}}' \\
+       {base}/v1/apps/0f8fad5b-d9cb-469f-a165-70867728950e/subscriptions/7c9e6679-7425-40de-944b-e07fc1f90ae7
+  curl -H 'Authorization: Bearer {key}' \\
+       {base}/v1/apps/0f8fad5b-d9cb-469f-a165-70867728950e/subscriptions/7c9e6679-7425-40de-944b-e07fc1f90ae7
+
+Ctrl-C stops everything.
+""", flush=True)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="make run",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        epilog="Settings come from ROWSTREAM_* environment variables; see README.md.",
+    )
+    parser.add_argument("--shards", type=int, default=2,
+                        help="shard databases to create when ROWSTREAM_SHARDS is not set (default 2)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="rowstream: %(message)s")
+    try:
+        return run(args)
+    except StackError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

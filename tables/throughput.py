@@ -1,0 +1,75 @@
+"""Per-shard throughput: events, rows written, events coalesced and batches, per shard.
+
+The sink's writers send one record per committed batch to ``rowstream-shard-stats``; the agent
+below adds it up in two global tables (every worker holds all of both, from their changelogs), so
+``GET /shards/`` gives the same cluster-wide answer from any worker:
+
+* ``shard-throughput-total``: counts since the topics were created;
+* ``shard-throughput-minute``: the same counts in tumbling one-minute windows, kept for an hour.
+
+Keys are ``"<shard>/<count>"`` strings. Table names become changelog topic names: renaming one
+is a migration.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import faust
+import orjson
+
+from app.main import app, settings
+from app.topics import stats_topic
+
+log = logging.getLogger("rowstream.throughput")
+
+WINDOW_SECONDS = 60.0
+COUNTS = ("events", "rows", "coalesced", "batches")
+
+# Explicit serializers: a changelog record that fails to decode stalls table recovery.
+_schema = faust.Schema(key_type=str, value_type=int, key_serializer="json", value_serializer="json")
+totals = app.GlobalTable("shard-throughput-total", default=int, partitions=1, schema=_schema)
+per_minute = app.GlobalTable(
+    "shard-throughput-minute", default=int, partitions=1, schema=_schema
+).tumbling(WINDOW_SECONDS, expires=timedelta(hours=1))
+
+TABLES = (totals, per_minute)
+
+
+@app.agent(stats_topic)
+async def count_batches(stream):
+    """Input: one stats record per committed batch (key shard). Output: the two tables."""
+    async for event in stream.events():
+        try:
+            shard = int(event.key)
+            stats = orjson.loads(event.value)
+            counts = {name: int(stats[name]) for name in COUNTS[:-1]} | {"batches": 1}
+        except (TypeError, ValueError, KeyError, orjson.JSONDecodeError) as exc:
+            log.warning("ignoring a malformed stats record %r: %s", event.value, exc)
+            continue
+        for name, count in counts.items():
+            key = f"{shard}/{name}"
+            totals[key] += count
+            per_minute[key] += count
+
+
+def snapshot() -> dict:
+    """The per-shard figures served by ``GET /shards/``."""
+    report = []
+    for shard in range(len(settings.shards)):
+        total = {name: totals[f"{shard}/{name}"] for name in COUNTS}
+        current = {name: per_minute[f"{shard}/{name}"].now() for name in COUNTS}
+        previous = {name: per_minute[f"{shard}/{name}"].delta(WINDOW_SECONDS) for name in COUNTS}
+        report.append({
+            "shard": shard,
+            "total": total,
+            "current_window": current,
+            "previous_window": previous,
+        })
+    return {"window_seconds": WINDOW_SECONDS, "shards": report}
+
+
+@app.page("/shards/")
+async def shards_view(web, request):
+    return web.json(snapshot())
