@@ -1,14 +1,18 @@
-"""Fold a batch of patches into one patch per row: pure, no I/O.
+"""Fold a batch of patches into as few writes as is exact: pure, no I/O.
 
 A patch sets keys and deletes the keys whose value is null; patches of one row compose by "last
-writer per key wins". So a row's patches fold into one whose effect is the same as applying them
-one by one, and the folded patch carries the highest version it contains.
+writer per key wins" (``stored || p1 || p2 …``, nulls dropped at the end). The write applies a
+folded patch only where the stored version is older than the fold's highest version.
 
-Patches are folded in *version* order, not arrival order. After a rebalance or a crash, Kafka
-re-delivers a range of events that may interleave with ones already seen; sorting by version
-recovers the source order, and because every version in the fold is at or above the row's stored
-version (the write applies the fold only where the stored version is older), re-applying the
-overlap is exact.
+That guard is exact for a fold of a *contiguous* run of a row's updates (no update of the row
+missing in between) whose predecessor is already stored: re-applying the part of the run that is
+already stored changes nothing, since every key it sets is set again by the same or a later update
+of the run. Kafka delivers a partition in order, but after a crash or a rebalance it re-delivers
+from the last committed offset: the stream for a row then steps *back* in version (…11, 12, 5, 6…).
+Folding across such a step would carry a stale update (5, 6) under the new version (12). So a
+row's patches are folded run by run, a run ending where the version does not increase, and the
+runs are written in order: ``rounds[0]`` holds every row's first run, ``rounds[1]`` the second
+runs of the (rare) rows that stepped back inside the batch, and so on.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ class Patch(NamedTuple):
 
 
 class Folded(NamedTuple):
-    """One row's patches folded into one; ``events`` counts how many went in."""
+    """One run of a row's patches folded into one; ``events`` counts how many went in."""
 
     patch: Patch
     events: int
@@ -38,19 +42,24 @@ def apply(state: Mapping[str, Value], properties: Mapping[str, Value]) -> dict[s
     return {key: value for key, value in merged.items() if value is not None}
 
 
-def coalesce(patches: Iterable[Patch]) -> list[Folded]:
-    """One folded patch per row, rows in order of first arrival."""
-    rows: dict[tuple[str, str], list[Patch]] = {}
+def coalesce(patches: Iterable[Patch]) -> list[list[Folded]]:
+    """Rounds of folded patches, at most one per row in each round; write them in order."""
+    runs: dict[tuple[str, str], list[list[Patch]]] = {}
     for patch in patches:
-        rows.setdefault((patch.app_id, patch.subscription_id), []).append(patch)
-    folded = []
-    for (app_id, subscription_id), group in rows.items():
-        if any(a.version > b.version for a, b in zip(group, group[1:])):
-            group.sort(key=lambda patch: patch.version)  # stable: equal versions keep arrival order
-        properties: dict[str, Value] = {}
-        for patch in group:
-            properties.update(patch.properties)
-        folded.append(
-            Folded(Patch(app_id, subscription_id, group[-1].version, properties), len(group))
-        )
-    return folded
+        row_runs = runs.setdefault((patch.app_id, patch.subscription_id), [])
+        if row_runs and row_runs[-1][-1].version < patch.version:
+            row_runs[-1].append(patch)
+        else:
+            row_runs.append([patch])
+    rounds: list[list[Folded]] = []
+    for (app_id, subscription_id), row_runs in runs.items():
+        for number, run in enumerate(row_runs):
+            properties: dict[str, Value] = {}
+            for patch in run:
+                properties.update(patch.properties)
+            if number == len(rounds):
+                rounds.append([])
+            rounds[number].append(
+                Folded(Patch(app_id, subscription_id, run[-1].version, properties), len(run))
+            )
+    return rounds

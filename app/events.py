@@ -113,7 +113,12 @@ def problems_of(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
     for error in exc.errors(include_url=False, include_input=False):
         where = prefix
         for part in error["loc"]:
-            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+            if part == "[key]":  # the problem is the key itself, named by the part before
+                where += " (key)"
+            elif isinstance(part, int):
+                where += f"[{part}]"
+            else:
+                where += f".{part}" if where else str(part)
         found.append({"where": where or "body", "problem": error["msg"].removeprefix("Value error, ")})
     return found
 

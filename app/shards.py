@@ -41,7 +41,7 @@ def is_rejection(exc: BaseException) -> bool:
 class ShardStore(Protocol):
     """What the writer needs from Postgres; tests use their own implementation."""
 
-    async def write(self, shard: int, patches: Sequence[Patch]) -> int: ...
+    async def write(self, shard: int, rounds: Sequence[Sequence[Patch]]) -> int: ...
 
 
 class Shards(Service):
@@ -89,21 +89,35 @@ class Shards(Service):
             self._migrated[shard] = True
             log.info("shard %d: schema is up to date", shard)
 
-    async def write(self, shard: int, patches: Sequence[Patch]) -> int:
-        """Apply ``patches`` (one per row) in one transaction; return the rows changed.
+    async def write(self, shard: int, rounds: Sequence[Sequence[Patch]]) -> int:
+        """Apply the rounds (at most one patch per row each) in one transaction, in order.
 
-        Raises Rejected when Postgres refuses the data; any other error is worth a retry.
+        Returns the rows changed. Raises Rejected when Postgres refuses the data; any other
+        error is worth a retry.
         """
-        statement, params = sql.upsert(patches)
+        statements = [sql.upsert(patches) for patches in rounds if patches]
         pool = await self._pool(shard)
         async with pool.acquire() as conn, conn.cursor() as cur:
+            changed = 0
             try:
-                await cur.execute(statement, params)  # one statement: one transaction
+                if len(statements) == 1:
+                    await cur.execute(*statements[0])  # one statement: one transaction
+                    return cur.rowcount
+                await cur.execute("BEGIN")
+                for statement, params in statements:
+                    await cur.execute(statement, params)
+                    changed += cur.rowcount
+                await cur.execute("COMMIT")
+                return changed
             except psycopg2.Error as exc:
+                if len(statements) > 1:
+                    try:
+                        await cur.execute("ROLLBACK")
+                    except psycopg2.Error:
+                        conn.close()  # broken: the pool drops closed connections
                 if is_rejection(exc):
                     raise Rejected(f"{exc.pgcode}: {str(exc).strip()}") from exc
                 raise
-            return cur.rowcount
 
     async def fetch(self, shard: int, app_id: str, subscription_id: str) -> Optional[dict]:
         statement, params = sql.select_row(app_id, subscription_id)

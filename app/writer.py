@@ -57,35 +57,38 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, Exception) and not isinstance(exc, Rejected)
 
 
-async def write_isolating(
-    write: Callable[[Sequence[Patch]], Awaitable[int]], items: Sequence[Item]
-) -> tuple[int, list[tuple[Item, str]]]:
+Write = Callable[[Sequence[Sequence[Patch]]], Awaitable[int]]
+
+
+def _row(item: Item) -> tuple[str, str]:
+    return item.patch.app_id, item.patch.subscription_id
+
+
+async def write_isolating(write: Write, items: Sequence[Item]) -> tuple[int, list[tuple[Item, str]]]:
     """Write ``items`` coalesced; on Rejected, split until the rejected events are isolated.
 
     Returns the rows changed and the rejected ``(item, error)`` pairs. Rows are independent, so
     halves of a batch may be written in separate transactions; the events of one row are, when it
-    comes to that, written one by one in version order, so that one bad event costs only itself.
+    comes to that, written one by one in arrival order, so that one bad event costs only itself.
     """
-    folded = coalesce(item.patch for item in items)
+    rounds = [[folded.patch for folded in round_] for round_ in coalesce(i.patch for i in items)]
     try:
-        return await write([f.patch for f in folded]), []
+        return await write(rounds), []
     except Rejected as exc:
         if len(items) == 1:
             return 0, [(items[0], str(exc))]
-    if len(folded) > 1:
-        half = {(f.patch.app_id, f.patch.subscription_id) for f in folded[: len(folded) // 2]}
-        parts = [
-            [i for i in items if (i.patch.app_id, i.patch.subscription_id) in half],
-            [i for i in items if (i.patch.app_id, i.patch.subscription_id) not in half],
-        ]
+    rows = list(dict.fromkeys(_row(item) for item in items))
+    if len(rows) > 1:
+        first = set(rows[: len(rows) // 2])
+        parts = [[i for i in items if _row(i) in first], [i for i in items if _row(i) not in first]]
     else:
-        parts = [[item] for item in sorted(items, key=lambda item: item.patch.version)]
-    rows, rejected = 0, []
+        parts = [[item] for item in items]
+    changed, rejected = 0, []
     for part in parts:
-        part_rows, part_rejected = await write_isolating(write, part)
-        rows += part_rows
+        part_changed, part_rejected = await write_isolating(write, part)
+        changed += part_changed
         rejected += part_rejected
-    return rows, rejected
+    return changed, rejected
 
 
 class ShardWriter(Service):
@@ -178,7 +181,7 @@ class ShardWriter(Service):
             await self.on_rejected(item, error)
         for item in batch:
             item.ack()
-        folded_rows = len({(i.patch.app_id, i.patch.subscription_id) for i in batch})
+        folded_rows = len({_row(item) for item in batch})
         await self.on_batch(
             BatchDone(
                 shard=self.shard,
@@ -189,7 +192,7 @@ class ShardWriter(Service):
             )
         )
 
-    async def _write_retrying(self, patches: Sequence[Patch]) -> int:
+    async def _write_retrying(self, rounds: Sequence[Sequence[Patch]]) -> int:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_retryable),
             wait=wait_random_exponential(multiplier=0.05, max=self.retry_max),
@@ -197,7 +200,7 @@ class ShardWriter(Service):
             reraise=True,
         ):
             with attempt:
-                return await self.store.write(self.shard, patches)
+                return await self.store.write(self.shard, rounds)
         raise AssertionError("unreachable: AsyncRetrying either returns or raises")
 
     def _log_retry(self, state: RetryCallState) -> None:

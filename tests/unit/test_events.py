@@ -1,0 +1,110 @@
+"""Validation tables: good and bad requests and topic messages, with the problem each must name."""
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from app import events
+
+APP = "0f8fad5b-d9cb-469f-a165-70867728950e"
+SUB = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+
+
+def message(**overrides):
+    body = {"app_id": APP, "subscription_id": SUB, "properties": {"plan": "pro"}, **overrides}
+    return orjson.dumps(body)
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        {},
+        {"plan": "pro", "trial": None, "seats": 3, "ratio": 0.5, "active": True},
+        {"k" * 128: "v"},
+        {"s": "é" * 2048},  # 4096 bytes of UTF-8
+        {f"k{n}": n for n in range(256)},
+        {"big": 2**63 - 1, "small": -(2**63)},
+    ],
+)
+def test_good_updates(properties):
+    update = events.decode_update(message(properties=properties))
+    assert update.properties == properties
+    assert str(update.app_id) == APP
+
+
+@pytest.mark.parametrize(
+    "raw, reason, where, problem",
+    [
+        (b"\xff\xfe\x00", "undecodable", "body", "Invalid JSON"),
+        (b"not json", "undecodable", "body", "Invalid JSON"),
+        (b"", "undecodable", "body", "Invalid JSON"),
+        (b"[1, 2]", "invalid", "body", "should be an object"),
+        (message(app_id="nope"), "invalid", "app_id", "valid UUID"),
+        (message(subscription_id=7), "invalid", "subscription_id", "UUID"),
+        (message(properties=[]), "invalid", "properties", "should be an object"),
+        (message(properties={"a": [1]}), "invalid", "properties.a", "string, number, boolean or null"),
+        (message(properties={"a": {"b": 1}}), "invalid", "properties.a", "string, number, boolean"),
+        (message(properties={"": 1}), "invalid", "properties. (key)", "at least 1 character"),
+        (message(properties={"k" * 129: 1}), "invalid", f"properties.{'k' * 129} (key)",
+         "at most 128 characters"),
+        (message(properties={"s": "x" * 4097}), "invalid", "properties.s", "at most 4096 bytes"),
+        (message(properties={"s": "é" * 2049}), "invalid", "properties.s", "at most 4096 bytes"),
+        (message(properties={"s": "a\x00b"}), "invalid", "properties.s", "NUL"),
+        (message(properties={"a\x00": 1}), "invalid", "properties.a\x00 (key)", "NUL"),
+        (message(properties={"n": 2**63}), "invalid", "properties.n", "64 bits"),
+        (message(properties={f"k{n}": n for n in range(257)}), "invalid", "properties", "at most 256"),
+        (b'{"app_id":"%s","subscription_id":"%s","properties":{"n":1e999}}' % (APP.encode(), SUB.encode()),
+         "invalid", "properties.n", "finite"),
+        (message(extra=1), "invalid", "extra", "Extra inputs"),
+        (orjson.dumps({"app_id": APP, "properties": {}}), "invalid", "subscription_id", "Field required"),
+        (message(received_at="yesterday"), "invalid", "received_at", "valid number"),
+    ],
+)
+def test_bad_update_messages(raw, reason, where, problem):
+    with pytest.raises(events.InvalidEvent) as caught:
+        events.decode_update(raw)
+    assert caught.value.reason == reason
+    assert any(p["where"] == where and problem in p["problem"] for p in caught.value.problems), \
+        caught.value.problems
+
+
+def test_problems_never_echo_the_input():
+    secret = "Bearer sk-live-123"
+    with pytest.raises(events.InvalidEvent) as caught:
+        events.decode_update(message(properties={"a": [secret]}))
+    assert secret not in str(caught.value)
+
+
+def test_versioned_round_trip():
+    update = events.decode_update(message(received_at=12.5))
+    raw = events.encode_versioned(update, version=41, source_partition=9, received_at=12.5)
+    versioned = events.decode_versioned(raw)
+    assert (versioned.version, versioned.source_partition, versioned.received_at) == (41, 9, 12.5)
+    assert versioned.properties == update.properties
+    with pytest.raises(events.InvalidEvent, match="version"):
+        events.decode_versioned(message())
+
+
+def test_batch_names_each_bad_item_by_index():
+    good = {"app_id": APP, "subscription_id": SUB, "properties": {}}
+    bad = {"app_id": APP, "subscription_id": "x", "properties": {"a": []}}
+    with pytest.raises(ValidationError) as caught:
+        events.BatchBody.validate_json(orjson.dumps([good, bad, good, {"app_id": APP}]))
+    where = {p["where"] for p in events.problems_of(caught.value)}
+    assert where == {"[1].subscription_id", "[1].properties.a", "[3].subscription_id", "[3].properties"}
+
+
+def test_batch_limits():
+    item = {"app_id": APP, "subscription_id": SUB, "properties": {}}
+    assert len(events.BatchBody.validate_json(orjson.dumps([item] * 1000))) == 1000
+    with pytest.raises(ValidationError, match="at most 1000"):
+        events.BatchBody.validate_json(orjson.dumps([item] * 1001))
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        events.BatchBody.validate_json(orjson.dumps([{**item, "received_at": 1.0}]))
+
+
+def test_patch_body():
+    assert events.PatchBody.model_validate_json(b'{"properties": {"a": null}}').properties == {"a": None}
+    for raw in (b"{}", b'{"properties": 1}', b'{"properties": {}, "app_id": "x"}'):
+        with pytest.raises(ValidationError):
+            events.PatchBody.model_validate_json(raw)

@@ -1,0 +1,90 @@
+"""Routing must never drift: golden values pin the hash, the shard map and the block layout."""
+
+import pytest
+
+from app.partitioning import Layout, murmur2
+from app.settings import even_shard_map, parse_shard_map
+
+
+# The Java client's own test vectors (org.apache.kafka.common.utils.UtilsTest), as signed ints.
+@pytest.mark.parametrize(
+    "key, java_value",
+    [
+        ("21", -973932308),
+        ("foobar", -790332482),
+        ("a-little-bit-long-string", -985981536),
+        ("a-little-bit-longer-string", -1486304829),
+        ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+    ],
+)
+def test_murmur2_matches_the_java_client(key, java_value):
+    assert murmur2(key.encode()) == java_value & 0xFFFFFFFF
+
+
+SUB = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+
+
+@pytest.mark.parametrize(
+    "partitions, shards, app_id, shard, source, target",
+    [
+        (24, 2, "0f8fad5b-d9cb-469f-a165-70867728950e", 0, 9, 5),
+        (24, 2, "80000000-0000-4000-8000-000000000002", 1, 19, 17),
+        (24, 2, "ff8fad5b-d9cb-469f-a165-70867728950e", 1, 17, 17),
+        (720, 4, "0f8fad5b-d9cb-469f-a165-70867728950e", 0, 129, 29),
+        (720, 4, "ff8fad5b-d9cb-469f-a165-70867728950e", 3, 629, 569),
+    ],
+)
+def test_golden_partitions(partitions, shards, app_id, shard, source, target):
+    layout = Layout(partitions, even_shard_map(shards), shards)
+    assert layout.shard_of_app(app_id) == shard
+    assert layout.source_partition(app_id) == source
+    assert layout.target_partition(app_id, SUB) == target
+
+
+def test_even_map_gives_contiguous_equal_runs():
+    assert even_shard_map(2) == (0,) * 128 + (1,) * 128
+    four = even_shard_map(4)
+    assert [four.count(shard) for shard in range(4)] == [64] * 4
+    assert list(four) == sorted(four)
+    assert even_shard_map(1) == (0,) * 256
+
+
+def test_first_byte_decides_the_shard_whatever_the_case():
+    layout = Layout(24, even_shard_map(2), 2)
+    assert layout.shard_of_app("7FFFFFFF-0000-0000-0000-000000000000") == 0
+    assert layout.shard_of_app("80000000-0000-0000-0000-000000000000") == 1
+
+
+@pytest.mark.parametrize("partitions, shards", [(24, 2), (24, 3), (720, 4), (720, 6), (8, 8)])
+def test_every_key_lands_inside_its_shards_block(partitions, shards):
+    layout = Layout(partitions, even_shard_map(shards), shards)
+    assert layout.block * shards == partitions
+    for n in range(2000):
+        app_id = f"{n % 256:02x}{n:06x}-0000-4000-8000-{n:012x}"
+        shard = layout.shard_of_app(app_id)
+        for partition in (layout.source_partition(app_id), layout.target_partition(app_id, SUB)):
+            assert partition in layout.partitions_of_shard(shard)
+            assert layout.shard_of_partition(partition) == shard
+
+
+def test_explicit_map_moves_one_slot():
+    slots = parse_shard_map("00-7f=0,80-fe=1,ff=0", 2)
+    layout = Layout(24, slots, 2)
+    assert layout.shard_of_app("ff8fad5b-d9cb-469f-a165-70867728950e") == 0
+    assert layout.shard_of_app("fe8fad5b-d9cb-469f-a165-70867728950e") == 1
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("00-7f=0", "does not cover 128 of 256 slots"),
+        ("00-ff=0,10=1", "names slot 10 twice"),
+        ("00-ff=2", "shard 2 is not one of 0..1"),
+        ("00-ff", "is not SLOTS=SHARD"),
+        ("zz-ff=0", "slots are hex"),
+        ("80-00=0", "low to high"),
+    ],
+)
+def test_bad_shard_maps_are_refused(text, problem):
+    with pytest.raises(ValueError, match=problem):
+        parse_shard_map(text, 2)

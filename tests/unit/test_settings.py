@@ -1,0 +1,50 @@
+"""Configuration errors stop the worker with one clear line naming the variable."""
+
+import pytest
+
+from app.settings import ConfigError, load
+
+TWO = "postgresql://h/a,postgresql://h/b"
+
+
+def test_defaults_run_the_embedded_stack():
+    settings = load({})
+    assert settings.partitions == 24 and len(settings.shards) == 2
+    assert settings.slot_map == (0,) * 128 + (1,) * 128
+    assert settings.keys == ()
+
+
+def test_values_are_parsed_from_the_environment():
+    settings = load({
+        "ROWSTREAM_SHARDS": "postgresql://h/a, postgresql://h/b ,postgresql://h/c",
+        "ROWSTREAM_PARTITIONS": "720",
+        "ROWSTREAM_API_KEYS": "k1,k2",
+        "ROWSTREAM_BATCH_WAIT": "0.2",
+        "ROWSTREAM_LOG_LEVEL": "DEBUG",
+    })
+    assert settings.shards == ("postgresql://h/a", "postgresql://h/b", "postgresql://h/c")
+    assert settings.keys == ("k1", "k2") and "k1" not in repr(settings)
+    assert (settings.partitions, settings.batch_wait, settings.log_level) == (720, 0.2, "debug")
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"ROWSTREAM_NOPE": "1"}, "unknown setting ROWSTREAM_NOPE"),
+        ({"ROWSTREAM_PARTITIONS": "25"}, "ROWSTREAM_PARTITIONS (25) must be divisible"),
+        ({"ROWSTREAM_PARTITIONS": "many"}, "ROWSTREAM_PARTITIONS: Input should be a valid integer"),
+        ({"ROWSTREAM_PARTITIONS": "0"}, "ROWSTREAM_PARTITIONS: Input should be greater than or equal to 1"),
+        ({"ROWSTREAM_SHARDS": "mysql://h/a"}, "ROWSTREAM_SHARDS: 'mysql://h/a' is not a postgresql:// URL"),
+        ({"ROWSTREAM_SHARDS": ""}, "ROWSTREAM_SHARDS: name at least one shard DSN"),
+        ({"ROWSTREAM_SHARDS": TWO, "ROWSTREAM_SHARD_MAP": "00-7e=0,80-ff=1"},
+         "ROWSTREAM_SHARD_MAP does not cover 1 of 256 slots (first: 7f)"),
+        ({"ROWSTREAM_LOG_LEVEL": "loud"}, "ROWSTREAM_LOG_LEVEL: must be one of"),
+        ({"ROWSTREAM_WEB_PORT": "70000"}, "ROWSTREAM_WEB_PORT: Input should be less than or equal"),
+        ({"ROWSTREAM_BATCH_WAIT": "-1"}, "ROWSTREAM_BATCH_WAIT: Input should be greater than 0"),
+    ],
+)
+def test_configuration_errors_are_one_clear_line(environ, message):
+    with pytest.raises(ConfigError) as caught:
+        load(environ)
+    text = str(caught.value)
+    assert message in text and "\n" not in text
