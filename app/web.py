@@ -59,10 +59,13 @@ async def _body(request: Request) -> bytes:
     length = request.content_length
     if length is not None and length > events.MAX_BODY_BYTES:
         raise ApiError(413, f"request body over {events.MAX_BODY_BYTES} bytes")
-    body = await request.content.read(events.MAX_BODY_BYTES + 1)
-    if len(body) > events.MAX_BODY_BYTES:
-        raise ApiError(413, f"request body over {events.MAX_BODY_BYTES} bytes")
-    return body
+    chunks, size = [], 0
+    while chunk := await request.content.read(64 * 1024):  # b"" at the end of the body
+        size += len(chunk)
+        if size > events.MAX_BODY_BYTES:  # a client that lied about (or omitted) its length
+            raise ApiError(413, f"request body over {events.MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _produce(updates: list[tuple[str, str, dict]]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import importlib.util
 import logging
 import os
@@ -217,7 +218,8 @@ class Postgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.user is not None:
             os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
-            self._check_reachable()
+            if not self._reachable():
+                self._relocate()
         if not (self.data_dir / "PG_VERSION").exists():
             done = self._run("initdb", "-D", str(self.data_dir), "-U", "postgres",
                              "--auth=trust", "--encoding=UTF8", "--no-sync")
@@ -233,16 +235,23 @@ class Postgres:
             log_tail = (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
             raise StackError(f"Postgres did not start on port {self.port}:\n{log_tail}")
 
-    def _check_reachable(self) -> None:
+    def _reachable(self) -> bool:
         assert self.user is not None
         probe = subprocess.run(["test", "-w", str(self.data_dir)], user=self.user.pw_uid,
                                group=self.user.pw_gid, extra_groups=[])
-        if probe.returncode:
-            raise StackError(
-                f"user {PG_USER!r} cannot reach {self.data_dir}: a parent folder is not "
-                f"traversable by other users; set ROWSTREAM_DATA_DIR to a folder under /var/tmp "
-                f"or run as a normal user"
-            )
+        return probe.returncode == 0
+
+    def _relocate(self) -> None:
+        """Root with a private home: move the data where the Postgres user can reach it."""
+        digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]
+        fallback = Path("/var/tmp") / f"rowstream-postgres-{digest}"
+        log.info("user %r cannot reach %s (a parent folder is private); keeping Postgres data in "
+                 "%s instead", PG_USER, self.data_dir, fallback)
+        self.data_dir = fallback
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
+        if not self._reachable():
+            raise StackError(f"user {PG_USER!r} cannot write {self.data_dir}; run as a normal user")
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():

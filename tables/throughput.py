@@ -14,7 +14,9 @@ is a migration.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Optional
 
 import faust
 import orjson
@@ -54,18 +56,22 @@ async def count_batches(stream):
             per_minute[key] += count
 
 
-def snapshot() -> dict:
-    """The per-shard figures served by ``GET /shards/``."""
+def _window(shard: int, timestamp: float) -> dict:
+    (window,) = per_minute.table.window.ranges(timestamp)
+    counts = {name: per_minute[f"{shard}/{name}"][window] for name in COUNTS}
+    return {"start": datetime.fromtimestamp(window[0], timezone.utc).isoformat(), **counts}
+
+
+def snapshot(now: Optional[float] = None) -> dict:
+    """The per-shard figures served by ``GET /shards/``: totals, this minute and the last."""
+    now = time.time() if now is None else now
     report = []
     for shard in range(len(settings.shards)):
-        total = {name: totals[f"{shard}/{name}"] for name in COUNTS}
-        current = {name: per_minute[f"{shard}/{name}"].now() for name in COUNTS}
-        previous = {name: per_minute[f"{shard}/{name}"].delta(WINDOW_SECONDS) for name in COUNTS}
         report.append({
             "shard": shard,
-            "total": total,
-            "current_window": current,
-            "previous_window": previous,
+            "total": {name: totals[f"{shard}/{name}"] for name in COUNTS},
+            "current_window": _window(shard, now),
+            "previous_window": _window(shard, now - WINDOW_SECONDS),
         })
     return {"window_seconds": WINDOW_SECONDS, "shards": report}
 

@@ -1,0 +1,77 @@
+"""Real broker and real Postgres for the whole session (the same code as ``make run``), and a
+factory for pipelines: unique topics, group and shard databases per test, workers run as
+``faust -A app worker`` subprocesses on free ports."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from deploy.local import Broker, Postgres, free_port
+from tests.integration.helpers import Pipeline
+
+pytestmark = pytest.mark.integration
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    base = tmp_path_factory.mktemp("stack")
+    broker = Broker(base / "broker", free_port())
+    postgres = Postgres(base / "postgres", free_port())
+    broker.start()
+    try:
+        postgres.start()
+        yield broker, postgres
+    finally:
+        postgres.stop()
+        broker.stop()
+
+
+@pytest.fixture
+def pipeline_factory(stack, tmp_path, request):
+    broker, postgres = stack
+    made: list[Pipeline] = []
+
+    def make(partitions: int = 8, shards: int = 2, **settings: str) -> Pipeline:
+        name = f"t{uuid.uuid4().hex[:10]}"
+        databases = [f"{name}_shard{n}" for n in range(shards)]
+        postgres.create_databases(databases)
+        env = {key: value for key, value in os.environ.items() if not key.startswith("ROWSTREAM_")}
+        env.update({
+            "ROWSTREAM_BROKER": broker.url,
+            "ROWSTREAM_SHARDS": ",".join(postgres.dsn(db) for db in databases),
+            "ROWSTREAM_PARTITIONS": str(partitions),
+            "ROWSTREAM_TOPIC_PREFIX": f"{name}-",
+            "ROWSTREAM_GROUP_ID": name,
+            "ROWSTREAM_API_KEYS": "test-key",
+            "ROWSTREAM_SESSION_TIMEOUT": "6",
+            "ROWSTREAM_BATCH_WAIT": "0.02",
+        })
+        env.update({f"ROWSTREAM_{key.upper()}": value for key, value in settings.items()})
+        pipeline = Pipeline(name, env, broker.url, [postgres.dsn(db) for db in databases],
+                            partitions, tmp_path)
+        pipeline.create_topics()
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in made:
+        pipeline.stop_all()
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            for worker in pipeline.workers:
+                print(f"--- {worker.log_path} (tail) ---\n{pipeline.log_tail(worker)}")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)

@@ -1,0 +1,242 @@
+"""Test-side tools: the pipeline under test, a load client that records what the API accepted,
+the model of the rows that follows from it, and direct Kafka and Postgres access."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Optional
+
+import aiohttp
+import psycopg2
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from app.admin import bootstrap_servers
+from app.coalesce import apply
+from app.partitioning import Layout
+from app.settings import even_shard_map
+from deploy.local import free_port
+from deploy.stack import ROOT, Worker, faust
+
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str,
+                     interval: float = 0.2) -> None:
+    """Wait until ``check()`` is true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class Pipeline:
+    name: str
+    env: dict[str, str]
+    broker_url: str
+    dsns: list[str]
+    partitions: int
+    tmp: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.partitions, even_shard_map(len(self.dsns)), len(self.dsns))
+
+    def topic(self, name: str) -> str:
+        return f"{self.name}-{name}"
+
+    def start_worker(self, port: Optional[int] = None, **settings: str) -> Worker:
+        port = port or free_port()
+        env = {**self.env, "ROWSTREAM_WEB_PORT": str(port),
+               "ROWSTREAM_DATA_DIR": str(self.tmp / f"worker-{port}")}
+        env.update({f"ROWSTREAM_{key.upper()}": value for key, value in settings.items()})
+        worker = Worker(env, port, self.tmp / f"worker-{port}-{len(self.workers)}.log")
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    @staticmethod
+    def log_tail(worker: Worker, chars: int = 6000) -> str:
+        try:
+            return worker.log_path.read_text(errors="replace")[-chars:]
+        except FileNotFoundError:
+            return "(no log)"
+
+    # --- Postgres ---------------------------------------------------------------------------
+
+    def rows(self) -> dict[tuple[str, str], dict]:
+        """Every row of every shard: (app, subscription) → {properties, version, updated_at}."""
+        found = {}
+        for dsn in self.dsns:
+            conn = psycopg2.connect(dsn)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT to_regclass('subscriptions') IS NOT NULL")
+                    if not cur.fetchone()[0]:
+                        continue
+                    cur.execute("SELECT app_id::text, subscription_id::text, properties, version, "
+                                "updated_at FROM subscriptions")
+                    for app_id, sub, properties, version, updated_at in cur.fetchall():
+                        found[(app_id, sub)] = {"properties": properties, "version": version,
+                                                "updated_at": updated_at, "dsn": dsn}
+            finally:
+                conn.close()
+        return found
+
+    def properties(self) -> dict[tuple[str, str], dict]:
+        return {key: row["properties"] for key, row in self.rows().items()}
+
+    # --- Kafka ------------------------------------------------------------------------------
+
+    def producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(bootstrap_servers=bootstrap_servers(self.broker_url), acks="all",
+                                enable_idempotence=False)
+
+    async def read_topic(self, name: str, timeout: float = 20.0) -> list:
+        """Every record of a topic, read to the high watermark of each partition (from fetch
+        responses: ListOffsets 'latest' is unreliable on the embedded broker)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(self.broker_url),
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(self.topic(name)) or set()
+            tps = [TopicPartition(self.topic(name), p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            records: list = []
+            done: set = set()
+            deadline = time.monotonic() + timeout
+            while len(done) < len(tps) and time.monotonic() < deadline:
+                batch = await consumer.getmany(*tps, timeout_ms=300)
+                for tp, messages in batch.items():
+                    records.extend(messages)
+                for tp in tps:
+                    high = consumer.highwater(tp)
+                    if high is not None and await consumer.position(tp) >= high:
+                        done.add(tp)
+            return records
+        finally:
+            await consumer.stop()
+
+    async def committed(self, name: str, group: Optional[str] = None) -> dict[int, int]:
+        """A group's committed offsets of a topic (0 where none), asked partition by partition
+        (the embedded broker truncates the answer for 'all partitions')."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(self.broker_url),
+                                    group_id=group or self.name, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            return {p: await consumer.committed(TopicPartition(self.topic(name), p)) or 0
+                    for p in range(self.partitions)}
+        finally:
+            await consumer.stop()
+
+    async def end_offsets(self, name: str) -> dict[int, int]:
+        """High watermark of each partition, from fetch responses."""
+        counts = {p: 0 for p in range(self.partitions)}
+        for record in await self.read_topic(name):
+            counts[record.partition] = max(counts[record.partition], record.offset + 1)
+        return counts
+
+    def create_topics(self, **settings: str) -> None:
+        env = {**self.env, **{f"ROWSTREAM_{k.upper()}": v for k, v in settings.items()}}
+        done = subprocess.run(faust("create-topics"), env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+
+class Model:
+    """What the rows must be: every accepted update applied in the order the API accepted it."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], dict] = {}
+        self.accepted = 0
+
+    def accept(self, app_id: str, subscription_id: str, properties: dict) -> None:
+        key = (app_id, subscription_id)
+        self.rows[key] = apply(self.rows.get(key, {}), properties)
+        self.accepted += 1
+
+
+def make_updates(apps: list[str], rows_per_app: int, total: int, hot_share: int,
+                 seed: int = 7) -> list[tuple[str, str, dict]]:
+    """``total`` updates over ``apps`` × ``rows_per_app`` rows, ``hot_share`` of them on one row.
+
+    Update n sets a key unique to it (``u<n>``) and ``last``, and deletes the unique key its row
+    got three updates earlier: a lost update leaves a key missing, a reordered one leaves a key
+    that should have been deleted or the wrong ``last``.
+    """
+    rng = random.Random(seed)
+    rows = [(app, f"{app[:8]}-0000-4000-8000-{n:012x}") for app in apps for n in range(rows_per_app)]
+    hot = rows[0]
+    hot_turns = set(rng.sample(range(total), hot_share))
+    history: dict[tuple[str, str], list[int]] = {}
+    updates = []
+    for n in range(total):
+        row = hot if n in hot_turns else rng.choice(rows[1:])
+        past = history.setdefault(row, [])
+        properties: dict[str, Any] = {f"u{n}": n, "last": n}
+        if len(past) >= 3:
+            properties[f"u{past[-3]}"] = None
+        past.append(n)
+        updates.append((row[0], row[1], properties))
+    return updates
+
+
+class LoadClient:
+    """Sends updates through the HTTP API and records exactly what was accepted, in order.
+
+    Requests of one app go one after the other, so the order the API accepted them is the
+    order they were sent; apps are sent concurrently.
+    """
+
+    def __init__(self, port: int, model: Model) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.model = model
+
+    async def send(self, updates: list[tuple[str, str, dict]], batch: int = 1000,
+                   singles: int = 0) -> None:
+        by_app: dict[str, list] = {}
+        for update in updates:
+            by_app.setdefault(update[0], []).append(update)
+        async with aiohttp.ClientSession(headers=AUTH) as session:
+            await asyncio.gather(*(self._send_app(session, items, batch, singles)
+                                   for items in by_app.values()))
+
+    async def _send_app(self, session, items, batch, singles) -> None:
+        position = 0
+        for app_id, subscription_id, properties in items[:singles]:  # some as single PATCHes
+            url = f"{self.base}/v1/apps/{app_id}/subscriptions/{subscription_id}"
+            async with session.patch(url, json={"properties": properties}) as response:
+                assert response.status == 202, await response.text()
+            self.model.accept(app_id, subscription_id, properties)
+            position += 1
+        while position < len(items):
+            chunk = items[position:position + batch]
+            body = [{"app_id": a, "subscription_id": s, "properties": p} for a, s, p in chunk]
+            async with session.post(f"{self.base}/v1/updates", json=body) as response:
+                assert response.status == 202, await response.text()
+                assert (await response.json()) == {"accepted": len(chunk)}
+            for update in chunk:
+                self.model.accept(*update)
+            position += len(chunk)
+
+
+def differences(expected: dict, actual: dict, limit: int = 5) -> str:
+    keys = sorted(set(expected) | set(actual))
+    wrong = [key for key in keys if expected.get(key) != actual.get(key)]
+    lines = [f"{len(wrong)} of {len(keys)} rows differ"]
+    for key in wrong[:limit]:
+        lines.append(f"  {key}: expected {expected.get(key)} got {actual.get(key)}")
+    return "\n".join(lines)
