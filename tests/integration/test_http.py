@@ -1,0 +1,58 @@
+"""Bad HTTP input against a live worker: a clear JSON error for every 4xx, and nothing produced."""
+
+import aiohttp
+import pytest
+
+from tests.integration.helpers import AUTH
+
+APP = "0f8fad5b-d9cb-469f-a165-70867728950e"
+SUB = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+ROW = f"/v1/apps/{APP}/subscriptions/{SUB}"
+
+
+@pytest.fixture
+async def api(pipeline_factory):
+    pipeline = pipeline_factory()
+    worker = pipeline.start_worker()
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{worker.web_port}") as session:
+        yield pipeline, session
+
+
+async def call(session, method, path, status, headers=AUTH, **kwargs):
+    async with session.request(method, path, headers=headers, **kwargs) as response:
+        body = await response.json()
+        assert response.status == status, body
+        return response, body
+
+
+async def test_bad_requests_get_a_json_error_and_produce_nothing(api):
+    pipeline, session = api
+    good = {"properties": {"plan": "pro"}}
+    await call(session, "PATCH", ROW, 401, headers={}, json=good)
+    await call(session, "PATCH", ROW, 401, headers={"Authorization": "Bearer wrong"}, json=good)
+    await call(session, "PATCH", ROW, 401, headers={"Authorization": "Basic dGVzdC1rZXk="}, json=good)
+    await call(session, "GET", ROW, 401, headers={})
+    _, body = await call(session, "PATCH", f"/v1/apps/nope/subscriptions/{SUB}", 400, json=good)
+    assert body["problems"] == [{"where": "app_id", "problem": "not a UUID"}]
+    _, body = await call(session, "PATCH", ROW, 400, data=b"{not json")
+    assert "Invalid JSON" in body["problems"][0]["problem"]
+    _, body = await call(session, "PATCH", ROW, 400, json={"properties": {"a": {"b": 1}}})
+    assert body["problems"][0]["where"] == "properties.a"
+    _, body = await call(session, "POST", "/v1/updates", 400, json=[
+        {"app_id": APP, "subscription_id": SUB, "properties": {}},
+        {"app_id": APP, "subscription_id": "x", "properties": {}},
+    ])
+    assert [p["where"] for p in body["problems"]] == ["[1].subscription_id"]
+    await call(session, "POST", "/v1/updates", 400, json={"not": "a list"})
+    _, body = await call(session, "POST", "/v1/updates", 413, data=b"[" + b" " * (1024 * 1024) + b"]")
+    assert "1048576" in body["error"]
+    _, body = await call(session, "GET", ROW, 404)
+    assert body == {"error": "no such row"}
+
+    assert await pipeline.read_topic("subscription-updates") == []
+
+
+async def test_health(api):
+    _, session = api
+    _, body = await call(session, "GET", "/healthz", 200, headers={})
+    assert body == {"ok": True}

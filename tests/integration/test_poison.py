@@ -1,0 +1,97 @@
+"""Poison in the update topic and in Postgres: each bad event reaches the dead-letter topic with
+its reason and coordinates, and the updates after it are applied."""
+
+import orjson
+import psycopg2
+
+from app import sql
+from tests.integration.helpers import differences, eventually
+from app.coalesce import apply
+
+APP = "3c000000-0000-4000-8000-000000000001"
+OTHER_APP = "e1000000-0000-4000-8000-000000000002"  # belongs on another partition
+SUB = "3c000000-0000-4000-8000-0000000000aa"
+
+
+def update(properties, app_id=APP, **extra):
+    return orjson.dumps({"app_id": app_id, "subscription_id": SUB, "properties": properties,
+                         **extra})
+
+
+async def test_poison_goes_to_the_dead_letter_topic_and_the_partition_moves_on(pipeline_factory):
+    pipeline = pipeline_factory()
+    layout = pipeline.layout
+    shard = layout.shard_of_app(APP)
+    partition = layout.source_partition(APP)
+    assert layout.source_partition(OTHER_APP) != partition
+
+    # A constraint this shard's Postgres enforces: an event that passes validation but that
+    # Postgres refuses for its data (as it would a value too large for an index).
+    conn = psycopg2.connect(pipeline.dsns[shard])
+    with conn, conn.cursor() as cur:
+        cur.execute(sql.SCHEMA)
+        cur.execute("ALTER TABLE subscriptions ADD CONSTRAINT no_forbidden "
+                    "CHECK (NOT properties ? 'forbidden')")
+    conn.close()
+
+    sequence = [
+        ("good", update({"a": 1, "b": 1})),
+        ("undecodable", b"\xff\xfe not json"),
+        ("good", update({"c": 1})),
+        ("invalid", update({"a": 1}, app_id="not-a-uuid")),
+        ("invalid", update({"nested": [1, 2]})),
+        ("good", update({"b": None, "d": 2})),
+        ("invalid", update({"big": "x" * 5000})),
+        ("invalid", update({"a": 1}, surprise=True)),
+        ("misrouted", update({"a": 99}, app_id=OTHER_APP)),
+        ("undecodable", None),  # a tombstone
+        ("rejected", update({"forbidden": 1, "e": 5})),
+        ("good", update({"a": 3})),
+    ]
+    producer = pipeline.producer()
+    await producer.start()
+    offsets = []
+    try:
+        for _, value in sequence:
+            meta = await producer.send_and_wait(pipeline.topic("subscription-updates"), value,
+                                                key=APP.encode(), partition=partition)
+            offsets.append(meta.offset)
+    finally:
+        await producer.stop()
+
+    expected: dict = {}
+    for kind, value in sequence:
+        if kind == "good":
+            expected = apply(expected, orjson.loads(value)["properties"])
+    pipeline.start_worker()
+
+    async def applied():
+        return pipeline.properties() == {(APP, SUB): expected}
+
+    try:
+        await eventually(applied, timeout=120, what="the good updates to be applied")
+    except AssertionError:
+        raise AssertionError(differences({(APP, SUB): expected}, pipeline.properties())) from None
+
+    wanted = [(kind, offset) for (kind, _), offset in zip(sequence, offsets) if kind != "good"]
+
+    async def all_dead_lettered():
+        return len(await pipeline.read_topic("rowstream-dead-letters")) >= len(wanted)
+
+    await eventually(all_dead_lettered, timeout=60, what="every poison event in the DLQ")
+    letters = await pipeline.read_topic("rowstream-dead-letters")
+    found = []
+    for record in letters:
+        headers = {name: value.decode() for name, value in record.headers}
+        assert headers["rowstream-topic"] == pipeline.topic("subscription-updates")
+        assert int(headers["rowstream-partition"]) == partition == record.partition
+        assert headers["rowstream-error"]
+        found.append((headers["rowstream-reason"], int(headers["rowstream-offset"])))
+        source = sequence[offsets.index(int(headers["rowstream-offset"]))][1]
+        if headers["rowstream-reason"] == "rejected":
+            assert orjson.loads(record.value)["properties"] == {"forbidden": 1, "e": 5}
+            assert "23514" in headers["rowstream-error"]  # check_violation
+            assert headers["rowstream-seen-topic"] == pipeline.topic("rowstream-by-subscription")
+        else:
+            assert record.value == (source or b"")
+    assert sorted(found, key=lambda f: f[1]) == wanted
