@@ -204,6 +204,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         return Settings.model_validate(values)
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = PREFIX + str(error["loc"][0]).upper() if error["loc"] else "configuration"
         message = error["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{where}: {message}") from None
+        if error["loc"]:
+            message = f"{PREFIX}{str(error['loc'][0]).upper()}: {message}"
+        raise ConfigError(message) from None

@@ -62,13 +62,12 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while the process runs; a zombie (exited, not yet reaped) counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+    return state != "Z"
 
 
 def stop_child(process: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -91,6 +90,18 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
             time.sleep(0.1)
         if _pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def stop_stale(pid_file: Path, marker: str, what: str) -> None:
+    """Stop the process named in ``pid_file`` if it is still running and its command line holds
+    ``marker``: a service left running by a crashed run of the stack."""
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        pid = int(pid_file.read_text())
+        with contextlib.suppress(FileNotFoundError):
+            if marker in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                log.info("stopping a %s left over from an earlier run (pid %d)", what, pid)
+                stop_pid(pid)
+        pid_file.unlink()
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -140,13 +151,7 @@ class Broker:
             raise StackError(f"the broker exited at start; see {self.state_dir / 'broker.log'}")
 
     def stop_stale(self) -> None:
-        """Stop a broker left running by a crashed run of this stack (same state folder)."""
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            pid = int(self.pid_file.read_text())
-            if _pid_alive(pid) and "tansu" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
-                log.info("stopping a broker left over from an earlier run (pid %d)", pid)
-                stop_pid(pid)
-            self.pid_file.unlink()
+        stop_stale(self.pid_file, "tansu", "broker")
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
@@ -196,7 +201,8 @@ class Postgres:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.bindir = postgres_bindir()
-        self.user: Optional[pwd.struct_passwd] = None
+        # Postgres refuses to run as root: then it runs as an unprivileged system user.
+        self.user: Optional[pwd.struct_passwd] = _ensure_pg_user() if os.geteuid() == 0 else None
 
     def dsn(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -212,8 +218,7 @@ class Postgres:
         )
 
     def start(self, timeout: float = 60.0) -> None:
-        if os.geteuid() == 0:
-            self.user = _ensure_pg_user()
+        if self.user is not None:
             log.info("running as root: Postgres runs as the unprivileged user %r", PG_USER)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.user is not None:

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Optional
 
 from app import settings as settings_module
-from deploy.local import Broker, Postgres, StackError, free_port, port_open, stop_child, wait_until
+from deploy.local import (
+    Broker, Postgres, StackError, free_port, port_open, stop_child, stop_stale, wait_until,
+)
 
 log = logging.getLogger("rowstream.stack")
 
@@ -39,11 +41,13 @@ def faust(*args: str) -> list[str]:
 class Worker:
     """``faust -A app worker`` as a child process with the given environment."""
 
-    def __init__(self, env: dict[str, str], web_port: int, log_path: Path, loglevel: str = "info"):
+    def __init__(self, env: dict[str, str], web_port: int, log_path: Path, loglevel: str = "info",
+                 pid_file: Optional[Path] = None):
         self.env = env
         self.web_port = web_port
         self.log_path = log_path
         self.loglevel = loglevel
+        self.pid_file = pid_file
         self.process: Optional[subprocess.Popen] = None
 
     def start(self, wait: float = 90.0) -> None:
@@ -54,6 +58,8 @@ class Worker:
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        if self.pid_file:
+            self.pid_file.write_text(str(self.process.pid))
         wait_until(lambda: port_open(self.web_port) or self.process.poll() is not None, wait,
                    f"the worker's web view on port {self.web_port}")
         if self.process.poll() is not None:
@@ -62,6 +68,9 @@ class Worker:
     def stop(self, timeout: float = 30.0) -> None:
         if self.process:
             stop_child(self.process, timeout)
+        if self.pid_file:
+            with contextlib.suppress(FileNotFoundError):
+                self.pid_file.unlink()
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
@@ -77,11 +86,19 @@ def create_topics(env: dict[str, str]) -> None:
     log.info("%s", done.stdout.strip())
 
 
+def _cmdline(pid: int) -> str:
+    """The command line of a live process; empty for a dead one (or a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _claim_run_lock() -> Path:
     lock = STATE / "run.pid"
     with contextlib.suppress(FileNotFoundError, ValueError):
         pid = int(lock.read_text())
-        if pid != os.getpid() and Path(f"/proc/{pid}").exists():
+        if pid != os.getpid() and "deploy.stack" in _cmdline(pid):
             raise StackError(
                 f"rowstream is already running from this folder (pid {pid}): stop it with "
                 f"Ctrl-C in its terminal or `kill {pid}`, then run `make run` again"
@@ -101,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     started: list = []
     try:
+        # Services a crashed run left behind go first, so that their ports are free again.
+        worker_pid = STATE / f"worker-{settings.web_port}.pid"
+        stop_stale(worker_pid, "faust", "worker")
+        stop_stale(STATE / "broker" / "broker.pid", "tansu", "broker")
         if "broker" not in given:
             broker = Broker(STATE / "broker", free_port(DEFAULT_BROKER_PORT))
             log.info("starting the embedded broker (tansu, memory storage) on %s", broker.url)
@@ -108,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
             started.append(broker)
             env["ROWSTREAM_BROKER"] = broker.url
         if "shards" not in given:
-            postgres = Postgres(STATE / "postgres", free_port(DEFAULT_PG_PORT))
+            postgres = Postgres(STATE / "postgres", 0)
+            postgres.stop()  # a server left running by a crashed run
+            postgres.port = free_port(DEFAULT_PG_PORT)
             log.info("starting Postgres on 127.0.0.1:%d (data in %s)", postgres.port, postgres.data_dir)
             postgres.start()
             started.append(postgres)
@@ -127,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("creating topics")
         create_topics(env)
         worker = Worker(env, settings.web_port, STATE / f"worker-{settings.web_port}.log",
-                        settings.log_level)
+                        settings.log_level, worker_pid)
         log.info("starting the worker (log: %s)", worker.log_path)
         worker.start()
         started.append(worker)
