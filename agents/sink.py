@@ -16,6 +16,7 @@ the per-shard writers instead.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -33,10 +34,15 @@ log = logging.getLogger("rowstream.sink")
 
 
 class Writers(Service):
-    """One ShardWriter per shard."""
+    """One ShardWriter per shard, and their throughput sent to the stats topic once a second.
+
+    Once a second, not once a batch: every stats record becomes several table changelog writes,
+    and Faust stops all streams while more than 100 of those wait to be produced.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.counts = [Counter() for _ in settings.shards]
         self.by_shard = [
             ShardWriter(
                 shard,
@@ -44,7 +50,7 @@ class Writers(Service):
                 batch_size=settings.batch_size,
                 batch_wait=settings.batch_wait,
                 retry_max=settings.retry_max,
-                on_batch=on_batch,
+                on_batch=self.on_batch,
                 on_rejected=on_rejected,
                 on_backlog=on_backlog,
             )
@@ -54,13 +60,24 @@ class Writers(Service):
     def on_init_dependencies(self):
         return self.by_shard
 
+    async def on_batch(self, done: BatchDone) -> None:
+        self.counts[done.shard].update(
+            events=done.events, rows=done.rows, coalesced=done.coalesced, batches=1
+        )
 
+    @Service.timer(1.0)
+    async def _send_stats(self) -> None:
+        await self.send_stats()
 
-async def on_batch(done: BatchDone) -> None:
-    await stats_topic.send(
-        key=str(done.shard).encode(),
-        value=orjson.dumps({"events": done.events, "rows": done.rows, "coalesced": done.coalesced}),
-    )
+    async def on_stop(self) -> None:
+        await self.send_stats()
+
+    async def send_stats(self) -> None:
+        for shard, counts in enumerate(self.counts):
+            if counts:
+                self.counts[shard] = Counter()
+                await stats_topic.send(key=str(shard).encode(), value=orjson.dumps(dict(counts)))
+
 
 
 async def on_rejected(item: Item, error: str) -> None:

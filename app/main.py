@@ -34,6 +34,9 @@ app = faust.App(
     # tansu has no idempotent producer or transactions; the sink is idempotent instead.
     processing_guarantee="at_least_once",
     producer_acks=-1,
+    # Faust's defaults (no linger, 16 KB batches) make one produce request per few messages.
+    producer_linger=0.005,
+    producer_max_batch_size=256 * 1024,
     topic_partitions=settings.partitions,
     topic_allow_declare=False,  # topics are created by `faust -A app create-topics`
     consumer_auto_offset_reset="earliest",

@@ -1,7 +1,7 @@
 """Per-shard throughput: events, rows written, events coalesced and batches, per shard.
 
-The sink's writers send one record per committed batch to ``rowstream-shard-stats``; the agent
-below adds it up in two global tables (every worker holds all of both, from their changelogs), so
+The sink's writers send their counts once a second to ``rowstream-shard-stats``; the agent below
+adds them up in two global tables (every worker holds all of both, from their changelogs), so
 ``GET /shards/`` gives the same cluster-wide answer from any worker:
 
 * ``shard-throughput-total``: counts since the topics were created;
@@ -41,12 +41,12 @@ TABLES = (totals, per_minute)
 
 @app.agent(stats_topic)
 async def count_batches(stream):
-    """Input: one stats record per committed batch (key shard). Output: the two tables."""
+    """Input: per-shard counts, once a second (key shard). Output: the two tables."""
     async for event in stream.events():
         try:
             shard = int(event.key)
             stats = orjson.loads(event.value)
-            counts = {name: int(stats[name]) for name in COUNTS[:-1]} | {"batches": 1}
+            counts = {name: int(stats.get(name, 0)) for name in COUNTS}
         except (TypeError, ValueError, KeyError, orjson.JSONDecodeError) as exc:
             log.warning("ignoring a malformed stats record %r: %s", event.value, exc)
             continue
