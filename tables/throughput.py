@@ -1,8 +1,10 @@
 """Per-shard throughput: events, rows written, events coalesced and batches, per shard.
 
-The sink's writers send their counts once a second to ``rowstream-shard-stats``; the agent below
-adds them up in two global tables (every worker holds all of both, from their changelogs), so
-``GET /shards/`` gives the same cluster-wide answer from any worker:
+The sink's writers send their counts once a second to ``rowstream-shard-stats`` (one partition);
+the agent below adds them up in two tables, both held by the worker that owns that partition.
+``GET /shards/`` on any other worker is forwarded to that owner by Faust's table router, so every
+worker gives the same cluster-wide answer. (Global tables would avoid the hop, but on this Faust
+a worker that does not own the partition read their changelog once at start and never again.)
 
 * ``shard-throughput-total``: counts since the topics were created;
 * ``shard-throughput-minute``: the same counts in tumbling one-minute windows, kept for an hour.
@@ -31,10 +33,11 @@ COUNTS = ("events", "rows", "coalesced", "batches")
 
 # Explicit serializers: a changelog record that fails to decode stalls table recovery.
 _schema = faust.Schema(key_type=str, value_type=int, key_serializer="json", value_serializer="json")
-totals = app.GlobalTable("shard-throughput-total", default=int, partitions=1, schema=_schema)
-per_minute = app.GlobalTable(
-    "shard-throughput-minute", default=int, partitions=1, schema=_schema
-).tumbling(WINDOW_SECONDS, expires=timedelta(hours=1))
+_options = {"default": int, "partitions": 1, "schema": _schema}
+totals = app.Table("shard-throughput-total", **_options)
+per_minute = app.Table("shard-throughput-minute", **_options).tumbling(
+    WINDOW_SECONDS, expires=timedelta(hours=1)
+)
 
 TABLES = (totals, per_minute)
 
@@ -77,5 +80,6 @@ def snapshot(now: Optional[float] = None) -> dict:
 
 
 @app.page("/shards/")
+@app.table_route(table=totals, exact_key="0")  # one partition: every key lives on its owner
 async def shards_view(web, request):
     return web.json(snapshot())

@@ -56,7 +56,7 @@ def pipeline_factory(stack, tmp_path, request):
             "ROWSTREAM_BATCH_WAIT": "0.02",
         })
         env.update({f"ROWSTREAM_{key.upper()}": value for key, value in settings.items()})
-        pipeline = Pipeline(name, env, broker.url, [postgres.dsn(db) for db in databases],
+        pipeline = Pipeline(name, env, env["ROWSTREAM_BROKER"], [postgres.dsn(db) for db in databases],
                             partitions, tmp_path)
         pipeline.create_topics()
         made.append(pipeline)

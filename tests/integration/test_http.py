@@ -56,3 +56,22 @@ async def test_health(api):
     _, session = api
     _, body = await call(session, "GET", "/healthz", 200, headers={})
     assert body == {"ok": True}
+
+
+async def test_broker_down_means_503_with_retry_after_never_202(stack, pipeline_factory, tmp_path):
+    from deploy.local import Broker, free_port
+
+    own_broker = Broker(tmp_path / "own-broker", free_port())
+    own_broker.start()
+    try:
+        pipeline = pipeline_factory(broker=own_broker.url, produce_timeout="2")
+        worker = pipeline.start_worker()
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{worker.web_port}") as session:
+            await call(session, "PATCH", ROW, 202, json={"properties": {"a": 1}})
+            own_broker.kill()
+            response, body = await call(session, "PATCH", ROW, 503, json={"properties": {"a": 2}})
+            assert response.headers["Retry-After"] == "1"
+            assert "retry" in body["error"]
+        worker.kill()  # a worker without its broker waits long for it on a graceful stop
+    finally:
+        own_broker.stop()

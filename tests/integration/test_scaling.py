@@ -1,0 +1,49 @@
+"""Two workers share the partitions; each answers for the whole cluster and rows stay exact."""
+
+import aiohttp
+
+from tests.integration.helpers import LoadClient, Model, differences, eventually, make_updates
+
+APPS = ["4e000000-0000-4000-8000-000000000001", "b7000000-0000-4000-8000-000000000002"]
+
+
+async def shards_report(session, worker):
+    async with session.get(f"http://127.0.0.1:{worker.web_port}/shards/") as response:
+        assert response.status == 200
+        return await response.json()
+
+
+async def test_two_workers_split_the_work_and_agree_on_the_shard_figures(pipeline_factory):
+    pipeline = pipeline_factory()
+    first = pipeline.start_worker()
+    second = pipeline.start_worker()
+    model = Model()
+    updates = make_updates(APPS, rows_per_app=60, total=6_000, hot_share=1_000, seed=3)
+    # Each app's requests go to one worker, in order; the two apps to different workers.
+    await LoadClient(first.web_port, model).send([u for u in updates if u[0] == APPS[0]], batch=250)
+    await LoadClient(second.web_port, model).send([u for u in updates if u[0] == APPS[1]], batch=250)
+
+    async def converged():
+        return pipeline.properties() == model.rows
+
+    try:
+        await eventually(converged, timeout=180, what="the rows to equal the model")
+    except AssertionError:
+        raise AssertionError(differences(model.rows, pipeline.properties())) from None
+
+    async with aiohttp.ClientSession() as session:
+        async def both_count_everything():
+            reports = [await shards_report(session, w) for w in (first, second)]
+            totals = [[s["total"] for s in r["shards"]] for r in reports]
+            return totals[0] == totals[1] and sum(t["events"] for t in totals[0]) >= len(updates)
+
+        try:
+            await eventually(both_count_everything, timeout=60,
+                             what="both workers to report the same cluster-wide figures")
+        except AssertionError as exc:
+            reports = [await shards_report(session, w) for w in (first, second)]
+            raise AssertionError(f"{exc}: {reports}") from None
+
+    assignments = [pipeline.log_tail(w, 200_000).count("rowstream-by-subscription")
+                   for w in (first, second)]
+    assert all(assignments), "each worker should have been assigned internal-topic partitions"
