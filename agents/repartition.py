@@ -15,8 +15,7 @@ from __future__ import annotations
 from app import events
 from app.deadletter import Coordinates, dead_letter
 from app.main import app, layout
-from app.topics import by_subscription_topic, updates_topic
-from agents.deadletters import send_dead_letter
+from app.topics import by_subscription_topic, send_dead_letter, updates_topic
 
 
 @app.agent(updates_topic)

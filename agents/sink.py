@@ -26,9 +26,8 @@ from app import events
 from app.coalesce import Patch
 from app.deadletter import Coordinates, dead_letter
 from app.main import app, layout, settings, shards
-from app.topics import by_subscription_topic, stats_topic, updates_topic
+from app.topics import by_subscription_topic, send_dead_letter, stats_topic, updates_topic
 from app.writer import BatchDone, Item, ShardWriter
-from agents.deadletters import send_dead_letter
 
 log = logging.getLogger("rowstream.sink")
 

@@ -6,7 +6,12 @@ message that fails to decode reaches the dead-letter topic instead of vanishing 
 
 from __future__ import annotations
 
+import logging
+
+from app.deadletter import DeadLetter
 from app.main import app, settings
+
+log = logging.getLogger("rowstream.deadletters")
 
 
 def _raw_topic(name: str, partitions: int):
@@ -34,3 +39,18 @@ dead_letter_topic = _raw_topic("rowstream-dead-letters", settings.partitions)
 stats_topic = _raw_topic("rowstream-shard-stats", 1)
 
 OWN_TOPICS = (updates_topic, by_subscription_topic, dead_letter_topic, stats_topic)
+
+
+async def send_dead_letter(letter: DeadLetter) -> None:
+    """Queue a dead letter now; Faust flushes the producer before it commits offsets, so the
+    event it replaces is never committed before the letter is durable."""
+    headers = {name: value.decode() for name, value in letter.headers}
+    log.warning(
+        "dead-lettered %s event from %s[%s]@%s: %s", headers["rowstream-reason"],
+        headers["rowstream-seen-topic"], headers["rowstream-seen-partition"],
+        headers["rowstream-seen-offset"], headers["rowstream-error"][:300],
+    )
+    await dead_letter_topic.send(
+        key=letter.key, value=letter.value, partition=letter.partition, headers=letter.headers,
+        force=True,  # now, not at the next commit (Faust's default inside an agent)
+    )

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 log = logging.getLogger("rowstream.stack")
 
@@ -280,14 +280,3 @@ class Postgres:
 def _clean_env() -> dict[str, str]:
     # The child keeps PATH and locale, nothing of root's own (PGDATA, HOME, ...).
     return {key: value for key, value in os.environ.items() if key in {"PATH", "LANG", "LC_ALL", "TZ"}}
-
-
-@contextlib.contextmanager
-def running(*services: object) -> Iterator[None]:
-    """Stop the given services (in reverse) however the block ends."""
-    try:
-        yield
-    finally:
-        for service in reversed(services):
-            with contextlib.suppress(Exception):
-                service.stop()  # type: ignore[attr-defined]

@@ -12,9 +12,6 @@ import pytest
 from deploy.local import Broker, Postgres, free_port
 from tests.integration.helpers import Pipeline
 
-pytestmark = pytest.mark.integration
-
-
 def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/integration" in str(item.fspath):

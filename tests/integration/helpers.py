@@ -98,6 +98,16 @@ class Pipeline:
     def properties(self) -> dict[tuple[str, str], dict]:
         return {key: row["properties"] for key, row in self.rows().items()}
 
+    async def wait_for_rows(self, expected: dict, timeout: float, what: str) -> None:
+        """Wait until the rows' properties equal ``expected``; on timeout, show the difference."""
+        async def equal():
+            return self.properties() == expected
+
+        try:
+            await eventually(equal, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{differences(expected, self.properties())}") from None
+
     # --- Kafka ------------------------------------------------------------------------------
 
     def producer(self) -> AIOKafkaProducer:

@@ -2,7 +2,7 @@
 
 import time
 
-from tests.integration.helpers import LoadClient, Model, differences, eventually, make_updates
+from tests.integration.helpers import LoadClient, Model, eventually, make_updates
 
 APPS = ["2a000000-0000-4000-8000-000000000001", "d4000000-0000-4000-8000-000000000002"]
 
@@ -25,12 +25,6 @@ async def test_sigkill_while_writing_loses_and_reorders_nothing(pipeline_factory
 
     pipeline.start_worker()
 
-    async def converged():
-        return pipeline.properties() == model.rows
-
-    try:
-        await eventually(converged, timeout=240, what="the restarted worker to finish")
-    except AssertionError:
-        raise AssertionError(differences(model.rows, pipeline.properties())) from None
+    await pipeline.wait_for_rows(model.rows, 240, "the restarted worker to finish")
     print(f"\nkilled with {sum(1 for k in model.rows if at_kill.get(k) == model.rows[k])} of "
           f"{len(model.rows)} rows final; converged {time.monotonic() - killed_at:.1f}s after")

@@ -1,7 +1,6 @@
 """End to end through HTTP, a real broker and real Postgres: every accepted update reaches its
 row, in order; a replay of the internal topic changes nothing."""
 
-import asyncio
 import time
 
 import aiohttp
@@ -33,14 +32,7 @@ async def test_every_accepted_update_reaches_its_row_in_order_and_replay_changes
     assert model.accepted == TOTAL
     assert len(model.rows) == 501
 
-    async def converged():
-        return pipeline.properties() == model.rows
-
-    try:
-        await eventually(converged, timeout=240, what="the rows to equal the model")
-    except AssertionError:
-        raise AssertionError(differences(model.rows, pipeline.properties()) + "\n"
-                             + pipeline.log_tail(worker)) from None
+    await pipeline.wait_for_rows(model.rows, 240, "the rows to equal the model")
     elapsed = time.monotonic() - started
     print(f"\n{TOTAL} updates: accepted in {sent:.1f}s ({TOTAL / sent:,.0f}/s), "
           f"applied end to end in {elapsed:.1f}s ({TOTAL / elapsed:,.0f} events/s)")

@@ -3,7 +3,6 @@ and pauses. Postgres itself is covered by the integration tests."""
 
 import asyncio
 
-import pytest
 
 from app.coalesce import Patch, apply
 from app.shards import Rejected
