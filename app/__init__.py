@@ -11,7 +11,15 @@ from typing import Any
 #: Modules that register agents, tables, views and commands on the app. Imported explicitly, not
 #: by Faust's autodiscovery, which logs and skips a module that fails to import: a worker
 #: without its sink must not start.
-COMPONENTS = ("app.web", "app.commands", "agents.repartition", "agents.sink", "tables.throughput")
+COMPONENTS = (
+    "app.web",
+    "app.commands",
+    "app.lagmonitor",
+    "agents.repartition",
+    "agents.sink",
+    "tables.throughput",
+    "tables.lag",
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -129,6 +129,9 @@ class Settings(BaseModel):
         10.0, gt=0, le=300,
         description="ROWSTREAM_SESSION_TIMEOUT: consumer session timeout (s); short for the dev broker",
     )
+    lag_interval: float = Field(
+        2.0, gt=0, le=300, description="ROWSTREAM_LAG_INTERVAL: seconds between lag measurements",
+    )
     data_dir: str = Field(
         "", description="ROWSTREAM_DATA_DIR: worker state folder (default: .local/worker-<port>)",
     )

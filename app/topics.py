@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from app import metrics
 from app.deadletter import DeadLetter
 from app.main import app, settings
 
@@ -38,13 +39,17 @@ dead_letter_topic = _raw_topic("rowstream-dead-letters", settings.partitions)
 #: One small record per committed batch; feeds the per-shard throughput tables.
 stats_topic = _raw_topic("rowstream-shard-stats", 1)
 
-OWN_TOPICS = (updates_topic, by_subscription_topic, dead_letter_topic, stats_topic)
+#: Each worker's lag snapshot, once a round (key = the worker's URL); feeds tables/lag.py.
+lag_topic = _raw_topic("rowstream-lag", 1)
+
+OWN_TOPICS = (updates_topic, by_subscription_topic, dead_letter_topic, stats_topic, lag_topic)
 
 
 async def send_dead_letter(letter: DeadLetter) -> None:
     """Queue a dead letter now; Faust flushes the producer before it commits offsets, so the
     event it replaces is never committed before the letter is durable."""
     headers = {name: value.decode() for name, value in letter.headers}
+    metrics.DEAD_LETTERS.labels(headers["rowstream-reason"]).inc()
     log.warning(
         "dead-lettered %s event from %s[%s]@%s: %s", headers["rowstream-reason"],
         headers["rowstream-seen-topic"], headers["rowstream-seen-partition"],

@@ -17,9 +17,10 @@ from uuid import UUID
 
 from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from app import events
+from app import events, metrics
 from app.main import app, layout, settings, shards
 from app.topics import updates_topic
 
@@ -84,6 +85,7 @@ async def _produce(updates: list[tuple[str, str, dict]]) -> None:
 
     try:
         await asyncio.wait_for(send_all(), settings.produce_timeout)
+        metrics.INGEST_EVENTS.inc(len(updates))
     except (KafkaError, asyncio.TimeoutError, OSError) as exc:
         log.warning("produce failed, answering 503: %r", exc)
         raise ApiError(503, "the broker did not acknowledge the update; retry later",
@@ -95,15 +97,17 @@ class ApiView(View):
 
     async def dispatch(self, request: Any) -> Any:
         try:
-            return await super().dispatch(request)
+            response = await super().dispatch(request)
         except ApiError as exc:
             body: dict[str, Any] = {"error": exc.error}
             if exc.problems:
                 body["problems"] = exc.problems
-            return self.json(body, status=exc.status, headers=exc.headers)
+            response = self.json(body, status=exc.status, headers=exc.headers)
         except Exception:
             log.exception("unexpected error in %s %s", request.method, request.path)
-            return self.json({"error": "internal error"}, status=500)
+            response = self.json({"error": "internal error"}, status=500)
+        metrics.INGEST_REQUESTS.labels(str(response.status)).inc()
+        return response
 
 
 @app.page("/v1/apps/{app_id}/subscriptions/{subscription_id}")
@@ -150,3 +154,32 @@ class UpdatesView(ApiView):
 @app.page("/healthz")
 async def healthz(web: View, request: Request) -> Response:
     return web.json({"ok": True})
+
+
+@app.page("/readyz")
+async def readyz(web: View, request: Request) -> Response:
+    """Ready when the broker answered the last lag round and every shard answers a ping."""
+    from app.lagmonitor import monitor
+
+    last = monitor.last_success
+    broker_ok = last is not None and time.time() - last < max(10.0, 3 * settings.lag_interval)
+
+    async def ping(shard: int) -> bool:
+        try:
+            await asyncio.wait_for(shards.ping(shard), 2.0)
+        except Exception:
+            metrics.SHARD_UP.labels(str(shard)).set(0)
+            return False
+        metrics.SHARD_UP.labels(str(shard)).set(1)
+        return True
+
+    shard_ok = await asyncio.gather(*(ping(n) for n in range(len(settings.shards))))
+    ready = broker_ok and all(shard_ok)
+    body = {"ready": ready, "broker": broker_ok,
+            "shards": [{"shard": n, "up": up} for n, up in enumerate(shard_ok)]}
+    return web.json(body, status=200 if ready else 503)
+
+
+@app.page("/metrics")
+async def metrics_view(web: View, request: Request) -> Response:
+    return web.bytes(generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -25,6 +25,7 @@ from typing import Awaitable, Callable, Collection, NamedTuple, Sequence
 from mode import Service
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
+from app import metrics
 from app.coalesce import Patch, coalesce
 from app.shards import Rejected, ShardStore
 
@@ -181,16 +182,21 @@ class ShardWriter(Service):
             await self.on_rejected(item, error)
         for item in batch:
             item.ack()
-        folded_rows = len({_row(item) for item in batch})
-        await self.on_batch(
-            BatchDone(
-                shard=self.shard,
-                events=len(batch),
-                rows=rows,
-                coalesced=len(batch) - folded_rows,
-                seconds=asyncio.get_running_loop().time() - started,
-            )
+        done = BatchDone(
+            shard=self.shard,
+            events=len(batch),
+            rows=rows,
+            coalesced=len(batch) - len({_row(item) for item in batch}),
+            seconds=asyncio.get_running_loop().time() - started,
         )
+        shard = str(self.shard)
+        metrics.ROWS_WRITTEN.labels(shard).inc(done.rows)
+        metrics.EVENTS_COALESCED.labels(shard).inc(done.coalesced)
+        metrics.WRITE_SECONDS.labels(shard).observe(done.seconds)
+        metrics.BATCH_SIZE.labels(shard).observe(done.events)
+        if rejected:
+            metrics.SHARD_ERRORS.labels(shard, "rejected").inc(len(rejected))
+        await self.on_batch(done)
 
     async def _write_retrying(self, rounds: Sequence[Sequence[Patch]]) -> int:
         async for attempt in AsyncRetrying(
@@ -200,11 +206,15 @@ class ShardWriter(Service):
             reraise=True,
         ):
             with attempt:
-                return await self.store.write(self.shard, rounds)
+                changed = await self.store.write(self.shard, rounds)
+                metrics.SHARD_UP.labels(str(self.shard)).set(1)
+                return changed
         raise AssertionError("unreachable: AsyncRetrying either returns or raises")
 
     def _log_retry(self, state: RetryCallState) -> None:
         assert state.outcome is not None and state.next_action is not None
+        metrics.SHARD_ERRORS.labels(str(self.shard), "transient").inc()
+        metrics.SHARD_UP.labels(str(self.shard)).set(0)
         log.warning(
             "shard %d: write failed (attempt %d): %s; retrying in %.2fs, holding its partitions",
             self.shard, state.attempt_number, state.outcome.exception(), state.next_action.sleep,

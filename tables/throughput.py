@@ -25,6 +25,7 @@ import orjson
 
 from app.main import app, settings
 from app.topics import stats_topic
+from app.views import answer, table
 
 log = logging.getLogger("rowstream.throughput")
 
@@ -82,4 +83,9 @@ def snapshot(now: Optional[float] = None) -> dict:
 @app.page("/shards/")
 @app.table_route(table=totals, exact_key="0")  # one partition: every key lives on its owner
 async def shards_view(web, request):
-    return web.json(snapshot())
+    report = snapshot()
+    rows = [{"shard": s["shard"], **{f"total_{k}": v for k, v in s["total"].items()},
+             "minute_rows": s["current_window"]["rows"]} for s in report["shards"]]
+    text = table(rows, ["shard", "total_events", "total_rows", "total_coalesced",
+                        "total_batches", "minute_rows"])
+    return answer(web, request, report, text)

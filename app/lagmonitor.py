@@ -1,0 +1,176 @@
+"""The lag monitor: every ROWSTREAM_LAG_INTERVAL seconds, measure the lag of the partitions this
+worker owns, export it as Prometheus gauges, and share it with the other workers.
+
+Faust's own monitor does not derive lag, and sees a partition's end offset only while messages
+flow through it. So the monitor keeps a small side consumer (no group membership, no commits,
+paused between rounds) that fetches each owned partition from its committed offset once a round:
+the fetch response carries the high watermark (the log end offset), and the first record returned
+is the oldest message not yet committed (its timestamp gives the time lag). This works the same
+whether the partition is flowing, idle, or paused by a held shard.
+
+The snapshot goes to ``rowstream-lag`` (one record per worker per round, key = the worker's URL);
+``tables/lag.py`` keeps the newest snapshot of every worker, so any worker answers ``GET /lag/``
+for the whole cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Optional
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from mode import Service
+
+from app import metrics
+from app.admin import bootstrap_servers
+from app.lag import PartitionLag
+from app.main import app, settings
+from app.topics import by_subscription_topic, lag_topic, updates_topic
+
+log = logging.getLogger("rowstream.lag")
+
+
+def worker_url() -> str:
+    return str(app.conf.canonical_url)
+
+
+class LagMonitor(Service):
+    """Measures, exports and shares the lag of the partitions this worker owns."""
+
+    def __init__(self, interval: float, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.interval = interval
+        self.latest: dict[TopicPartition, PartitionLag] = {}
+        self.last_success: Optional[float] = None
+        self._side: Optional[AIOKafkaConsumer] = None
+        self._assigned: set[TopicPartition] = set()
+        self._broker_committed: dict[TopicPartition, Optional[int]] = {}
+
+    def _new_side_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers(settings.broker),
+            group_id=settings.group_id,  # to read the group's committed offsets; never joins
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=16 * 1024,
+            fetch_max_bytes=4 * 1024 * 1024,
+            client_id=f"{settings.group_id}-lag-monitor",
+        )
+
+    async def on_stop(self) -> None:
+        if self._side is not None:
+            await self._side.stop()
+
+    @Service.timer(1.0)
+    async def _tick(self) -> None:
+        if self.last_success is not None and time.time() - self.last_success < self.interval:
+            return
+        try:
+            await asyncio.wait_for(self.refresh(), timeout=max(10.0, 3 * self.interval))
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            log.warning("lag refresh failed: %r", exc)
+
+    def owned(self) -> list[TopicPartition]:
+        watched = {updates_topic.get_topic_name(), by_subscription_topic.get_topic_name()}
+        try:
+            assignment = app.consumer.assignment()
+        except Exception:  # the consumer is not started yet
+            return []
+        return sorted(
+            (TopicPartition(tp.topic, tp.partition) for tp in assignment if tp.topic in watched),
+            key=lambda tp: (tp.topic, tp.partition),
+        )
+
+    async def refresh(self) -> None:
+        if self._side is None:
+            side = self._new_side_consumer()
+            await side.start()
+            self._side = side
+        side = self._side
+        owned = self.owned()
+        if set(owned) != self._assigned:
+            self._drop_gauges(self._assigned - set(owned))
+            side.assign(owned)
+            self._assigned = set(owned)
+            self._broker_committed = {}
+        if not owned:
+            self.latest = {}
+            self.last_success = time.time()
+            await self._share()
+            return
+        committed = await self._committed(owned)
+        started_ms = int(time.time() * 1000)
+        for tp in owned:
+            side.seek(tp, committed[tp] or 0)
+        side.resume(*owned)
+        oldest: dict[TopicPartition, float] = {}
+        deadline = time.monotonic() + max(2.0, self.interval)
+        try:
+            while time.monotonic() < deadline:
+                batch = await side.getmany(*owned, timeout_ms=200)
+                for tp, records in batch.items():
+                    if records and tp not in oldest:
+                        oldest[tp] = records[0].timestamp / 1000.0
+                if all((side.last_poll_timestamp(tp) or 0) >= started_ms for tp in owned):
+                    break
+        finally:
+            side.pause(*owned)
+        now = time.time()
+        owner = worker_url()
+        self.latest = {
+            tp: PartitionLag(tp.topic, tp.partition, side.highwater(tp), committed[tp],
+                             oldest.get(tp), owner, now)
+            for tp in owned
+        }
+        for tp, lag in self.latest.items():
+            labels = (_short(tp.topic), str(tp.partition))
+            metrics.MESSAGE_LAG.labels(*labels).set(lag.message_lag)
+            metrics.TIME_LAG.labels(*labels).set(lag.time_lag(now))
+        self.last_success = now
+        await self._share()
+
+    async def _committed(self, owned: list[TopicPartition]) -> dict[TopicPartition, Optional[int]]:
+        """The group's committed offsets: the newer of this worker's own last commit (as Faust's
+        monitor saw it) and what the broker said when the partition was assigned here (asked once
+        per assignment, partition by partition: some brokers truncate the answer for 'all
+        partitions'). Committed offsets only grow, so the newer of two true values is current."""
+        own_commits = {(tp.topic, tp.partition): offset
+                       for tp, offset in app.monitor.tp_committed_offsets.items()}
+        result: dict[TopicPartition, Optional[int]] = {}
+        assert self._side is not None
+        for tp in owned:
+            if tp not in self._broker_committed:
+                self._broker_committed[tp] = await self._side.committed(tp)
+            known = [o for o in (own_commits.get((tp.topic, tp.partition)),
+                                 self._broker_committed[tp]) if o is not None]
+            result[tp] = max(known) if known else None
+        return result
+
+    def _drop_gauges(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            labels = (_short(tp.topic), str(tp.partition))
+            for gauge in (metrics.MESSAGE_LAG, metrics.TIME_LAG):
+                try:
+                    gauge.remove(*labels)
+                except KeyError:
+                    pass
+
+    async def _share(self) -> None:
+        snapshot = [lag._asdict() for lag in self.latest.values()]
+        await lag_topic.send(
+            key=worker_url().encode(),
+            value=orjson.dumps({"owner": worker_url(), "at": time.time(), "partitions": snapshot}),
+        )
+
+
+def _short(topic: str) -> str:
+    """Metric label: the topic's name without the deployment's prefix."""
+    return topic[len(settings.topic_prefix):] if topic.startswith(settings.topic_prefix) else topic
+
+
+monitor = LagMonitor(settings.lag_interval)
+app.service(monitor)

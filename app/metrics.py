@@ -1,0 +1,70 @@
+"""Every Prometheus metric of rowstream, defined once (names are a contract: design.md "Metrics").
+
+Served at ``GET /metrics`` on every worker. Lag gauges cover the partitions this worker owns;
+sum or max them across workers (each partition has exactly one owner at a time).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()  # no `*_created` series: they double the output and nobody graphs them
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+MESSAGE_LAG = Gauge(
+    "rowstream_message_lag",
+    "Log end offset minus the group's committed offset, per partition this worker owns.",
+    ["topic", "partition"], registry=REGISTRY,
+)
+TIME_LAG = Gauge(
+    "rowstream_time_lag_seconds",
+    "Now minus the timestamp of the oldest message not yet committed (0 when none waits).",
+    ["topic", "partition"], registry=REGISTRY,
+)
+ROWS_WRITTEN = Counter(
+    "rowstream_shard_rows_written",
+    "Rows changed in the shard (rows whose stored version was newer are not counted).",
+    ["shard"], registry=REGISTRY,
+)
+EVENTS_COALESCED = Counter(
+    "rowstream_shard_events_coalesced",
+    "Events folded into another event of the same row in a batch.",
+    ["shard"], registry=REGISTRY,
+)
+WRITE_SECONDS = Histogram(
+    "rowstream_shard_write_seconds",
+    "Time to write one batch to the shard, retries included.",
+    ["shard"], registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+BATCH_SIZE = Histogram(
+    "rowstream_shard_batch_size",
+    "Events in one batch written to the shard.",
+    ["shard"], registry=REGISTRY,
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+)
+SHARD_ERRORS = Counter(
+    "rowstream_shard_errors",
+    "Failed writes to the shard, by kind: transient (retried) or rejected (dead-lettered).",
+    ["shard", "kind"], registry=REGISTRY,
+)
+SHARD_UP = Gauge(
+    "rowstream_shard_up",
+    "1 when the last write to or ping of the shard succeeded, 0 when it failed.",
+    ["shard"], registry=REGISTRY,
+)
+INGEST_REQUESTS = Counter(
+    "rowstream_ingest_requests",
+    "HTTP write and read requests of the API, by response status.",
+    ["status"], registry=REGISTRY,
+)
+INGEST_EVENTS = Counter(
+    "rowstream_ingest_events",
+    "Updates accepted by the API (acknowledged by the broker).",
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "rowstream_dead_letters",
+    "Events sent to the dead-letter topic, by reason.",
+    ["reason"], registry=REGISTRY,
+)
