@@ -44,6 +44,9 @@ app = faust.App(
     broker_heartbeat_interval=settings.session_timeout / 4,
     broker_rebalance_timeout=settings.session_timeout * 2,
     broker_commit_interval=1.0,
+    # On stop, commit what was acknowledged and go; do not wait for events a held shard may never
+    # acknowledge (they are read again after the restart, and the version guard absorbs them).
+    stream_wait_empty=False,
     web_port=settings.web_port,
     web_bind=settings.web_bind,
     **({"web_host": "127.0.0.1"} if settings.web_bind in ("127.0.0.1", "localhost") else {}),

@@ -5,6 +5,8 @@ factory for pipelines: unique topics, group and shard databases per test, worker
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
 
 import pytest
@@ -72,3 +74,19 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, "rep_" + report.when, report)
+
+
+@pytest.fixture(scope="session")
+def promtool():
+    """Debian's promtool, installed when missing (root only: CI and these machines run as root)."""
+    found = shutil.which("promtool")
+    if found is None and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"]
+        if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+            subprocess.run(install, env=env, capture_output=True, timeout=600, check=True)
+        found = shutil.which("promtool")
+    if found is None:
+        pytest.fail("promtool is missing: install Debian's prometheus package (apt-get install prometheus)")
+    return found

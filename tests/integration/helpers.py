@@ -76,10 +76,12 @@ class Pipeline:
 
     # --- Postgres ---------------------------------------------------------------------------
 
-    def rows(self) -> dict[tuple[str, str], dict]:
-        """Every row of every shard: (app, subscription) → {properties, version, updated_at}."""
+    def rows(self, only: Optional[str] = None) -> dict[tuple[str, str], dict]:
+        """Every row of every shard (or of app ``only``, asking only its shard):
+        (app, subscription) → {properties, version, updated_at}."""
         found = {}
-        for dsn in self.dsns:
+        dsns = [self.dsns[self.layout.shard_of_app(only)]] if only else self.dsns
+        for dsn in dsns:
             conn = psycopg2.connect(dsn)
             try:
                 with conn.cursor() as cur:
@@ -89,24 +91,45 @@ class Pipeline:
                     cur.execute("SELECT app_id::text, subscription_id::text, properties, version, "
                                 "updated_at FROM subscriptions")
                     for app_id, sub, properties, version, updated_at in cur.fetchall():
+                        if only and app_id != only:
+                            continue
                         found[(app_id, sub)] = {"properties": properties, "version": version,
                                                 "updated_at": updated_at, "dsn": dsn}
             finally:
                 conn.close()
         return found
 
-    def properties(self) -> dict[tuple[str, str], dict]:
-        return {key: row["properties"] for key, row in self.rows().items()}
+    def properties(self, only: Optional[str] = None) -> dict[tuple[str, str], dict]:
+        return {key: row["properties"] for key, row in self.rows(only).items()}
 
-    async def wait_for_rows(self, expected: dict, timeout: float, what: str) -> None:
-        """Wait until the rows' properties equal ``expected``; on timeout, show the difference."""
+    async def wait_for_rows(self, expected: dict, timeout: float, what: str,
+                            only: Optional[str] = None) -> None:
+        """Wait until the rows' properties (of app ``only``, if given) equal ``expected``; on
+        timeout, show the difference."""
+        def actual():
+            return self.properties(only)
+
         async def equal():
-            return self.properties() == expected
+            return actual() == expected
 
         try:
             await eventually(equal, timeout, what)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{differences(expected, self.properties())}") from None
+            raise AssertionError(f"{exc}\n{differences(expected, actual())}") from None
+
+    def hold_shard(self, shard: int, held: bool = True) -> None:
+        """Make a shard refuse connections (and cut the open ones), or accept them again."""
+        database = self.dsns[shard].rsplit("/", 1)[1]
+        conn = psycopg2.connect(self.dsns[shard].rsplit("/", 1)[0] + "/postgres")
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(not held).lower()}')
+                if held:
+                    cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE datname = %s", (database,))
+        finally:
+            conn.close()
 
     # --- Kafka ------------------------------------------------------------------------------
 
