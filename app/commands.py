@@ -1,11 +1,40 @@
-"""rowstream's own ``faust -A app <command>`` commands."""
+"""rowstream's own ``faust -A app <command>`` commands.
+
+* ``create-topics``: create every topic with its partition count (before the first worker);
+* ``inspect``: read the update, internal or dead-letter topic and print matching records as JSON
+  lines;
+* ``traffic``: who floods whom: top apps and rows by events over a time range;
+* ``lag``: the cluster's ``/lag/`` table in the terminal;
+* ``dlq redrive``: put dead-lettered events back on the update topic once the cause is fixed.
+
+None of them joins the consumer group or commits offsets: inspecting never moves the pipeline.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import time
+from typing import Any, AsyncIterator, Optional
 
-from app.admin import TopicError, ensure_topics
-from app.main import app, settings
+import aiohttp
+import click
+import orjson
+from faust.cli import argument, option
+
+from app import events
+from app.admin import TopicError, bootstrap_servers, ensure_topics
+from app.inspection import Filter, Seen, parse_time, top_talkers
+from app.main import app, layout, settings
+from app.reader import ReadError, read
+from app.views import table
+
+TOPICS = {
+    "updates": "subscription-updates",
+    "internal": "rowstream-by-subscription",
+    "dead-letters": "rowstream-dead-letters",
+}
 
 
 def wanted_topics() -> dict[str, int]:
@@ -13,13 +42,13 @@ def wanted_topics() -> dict[str, int]:
     from app.topics import OWN_TOPICS
 
     wanted = {topic.get_topic_name(): topic.partitions for topic in OWN_TOPICS}
-    for table in app.tables.values():
-        wanted[table.changelog_topic.get_topic_name()] = table.partitions or settings.partitions
+    for table_ in app.tables.values():
+        wanted[table_.changelog_topic.get_topic_name()] = table_.partitions or settings.partitions
     return wanted
 
 
 @app.command()
-async def create_topics(self) -> None:
+async def create_topics(self: Any) -> None:
     """Create rowstream's topics with ROWSTREAM_PARTITIONS partitions (run before any worker)."""
     try:
         created = await asyncio.wait_for(
@@ -28,3 +57,180 @@ async def create_topics(self) -> None:
     except (TopicError, asyncio.TimeoutError) as exc:
         raise self.UsageError(str(exc) or "timed out talking to the broker") from None
     self.say(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else ""))
+
+
+def _window(self: Any, since: Optional[str], until: Optional[str]) -> tuple[Optional[float], Optional[float]]:
+    now = time.time()
+    try:
+        return (parse_time(since, now) if since else None, parse_time(until, now) if until else None)
+    except ValueError as exc:
+        raise self.UsageError(str(exc)) from None
+
+
+async def _records(self: Any, topic: str, since: Optional[float], offset: Optional[int],
+                   partition: Optional[int], timeout: float) -> AsyncIterator[Seen]:
+    try:
+        async for seen in read(settings.broker, settings.topic(TOPICS[topic]), since=since,
+                               offset=offset, timeout=timeout,
+                               partitions=None if partition is None else [partition]):
+            yield seen
+    except ReadError as exc:
+        raise self.UsageError(str(exc)) from None
+
+
+def _interrupted(fun):
+    """A usage error ends the command with one line and exit code 2, Ctrl-C quietly with what
+    it printed so far (the async body runs inside a mode worker, which would log a traceback)."""
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            await fun(self, *args, **kwargs)
+        except click.UsageError as exc:
+            print(f"Error: {exc.message}", file=sys.stderr, flush=True)
+            os._exit(2)  # nothing is left open: every reader and producer closed in `finally`
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            print("interrupted", file=sys.stderr, flush=True)
+            os._exit(130)
+    wrapper.__name__, wrapper.__doc__ = fun.__name__, fun.__doc__
+    return wrapper
+
+
+@app.command(
+    option("--topic", default="updates", show_default=True,
+           help="which topic: updates, internal or dead-letters"),
+    option("--since", help="start at this time: 15m, 2h (ago) or ISO-8601; default: the beginning"),
+    option("--until", help="stop at this time (same forms as --since)"),
+    option("--offset", type=int, help="start at this offset in each partition (instead of --since)"),
+    option("--partition", type=int, help="read only this partition"),
+    option("--app", "app_id", help="only this app ID"),
+    option("--subscription", "subscription_id", help="only this subscription ID"),
+    option("--key", "property_key", help="only updates that set or delete this property"),
+    option("--reason", help="dead letters only: undecodable, invalid, misrouted or rejected"),
+    option("--limit", type=int, default=100, show_default=True, help="print at most this many"),
+    option("--timeout", type=float, default=30.0, show_default=True,
+           help="stop reading after this many seconds"),
+)
+@_interrupted
+async def inspect(self: Any, topic: str, since: Optional[str], until: Optional[str],
+                  offset: Optional[int], partition: Optional[int], app_id: Optional[str],
+                  subscription_id: Optional[str], property_key: Optional[str],
+                  reason: Optional[str], limit: int, timeout: float) -> None:
+    """Print records of a rowstream topic as JSON lines, filtered, bounded by --limit/--timeout."""
+    if topic not in TOPICS:
+        raise self.UsageError(f"--topic must be one of {', '.join(TOPICS)}, not {topic!r}")
+    if since and offset is not None:
+        raise self.UsageError("give --since or --offset, not both")
+    if limit < 1:
+        raise self.UsageError("--limit must be at least 1")
+    start, end = _window(self, since, until)
+    wanted = Filter(app_id, subscription_id, property_key, reason, start, end)
+    printed = 0
+    async for seen in _records(self, topic, start, offset, partition, timeout):
+        if wanted.matches(seen):
+            print(orjson.dumps(seen.as_json()).decode(), flush=True)
+            printed += 1
+            if printed >= limit:
+                break
+    print(f"{printed} record(s)", file=sys.stderr)
+
+
+@app.command(
+    option("--since", default="15m", show_default=True, help="start of the range: 15m, 2h or ISO"),
+    option("--until", help="end of the range (default: now)"),
+    option("--window", type=float, default=60.0, show_default=True, help="window length, seconds"),
+    option("--top", type=int, default=10, show_default=True, help="how many apps and rows"),
+    option("--timeout", type=float, default=60.0, show_default=True,
+           help="stop reading after this many seconds"),
+)
+@_interrupted
+async def traffic(self: Any, since: str, until: Optional[str], window: float, top: int,
+                  timeout: float) -> None:
+    """Top apps and rows by events in the update topic over a time range (who floods whom)."""
+    if window <= 0 or top < 1:
+        raise self.UsageError("--window must be positive and --top at least 1")
+    start, end = _window(self, since, until)
+    wanted = Filter(since=start, until=end)
+    seen = [s async for s in _records(self, "updates", start, None, None, timeout) if wanted.matches(s)]
+    apps, rows, total = top_talkers(seen, window, top)
+    if not total:
+        print("no updates in that range")
+        return
+    columns = ["who", "events", "share", "peak", "peak_window"]
+    print(f"{total} updates; peak = most events in one {window:g}s window\n")
+    print("top apps\n" + table([t._asdict() for t in apps], columns))
+    print("top rows (app/subscription)\n" + table([t._asdict() for t in rows], columns))
+
+
+@app.command(
+    option("--url", help="a worker's base URL (default: this machine's ROWSTREAM_WEB_PORT)"),
+)
+@_interrupted
+async def lag(self: Any, url: Optional[str]) -> None:
+    """Print the cluster's message lag and time lag per partition and shard (GET /lag/)."""
+    base = (url or f"http://127.0.0.1:{settings.web_port}").rstrip("/")
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+            async with session.get(f"{base}/lag/?format=text") as response:
+                body = await response.text()
+                if response.status != 200:
+                    raise self.UsageError(f"{base}/lag/ answered {response.status}: {body[:200]}")
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise self.UsageError(f"cannot reach a worker at {base}: {exc!r}") from None
+    print(body, end="")
+
+
+@app.command(
+    argument("action", type=str),
+    option("--reason", help="only this reason: undecodable, invalid, misrouted or rejected"),
+    option("--app", "app_id", help="only this app ID"),
+    option("--since", help="only dead letters since: 15m, 2h or ISO"),
+    option("--limit", type=int, default=1000, show_default=True, help="redrive at most this many"),
+    option("--dry-run", is_flag=True, default=False, help="say what would be redriven; send nothing"),
+    option("--timeout", type=float, default=60.0, show_default=True,
+           help="stop reading after this many seconds"),
+)
+@_interrupted
+async def dlq(self: Any, action: str, reason: Optional[str], app_id: Optional[str],
+              since: Optional[str], limit: int, dry_run: bool, timeout: float) -> None:
+    """Dead-letter actions. `dlq redrive`: send matching dead letters back to the update topic.
+
+    Only letters that are valid updates now are sent (to their app's partition, with a new
+    offset: they apply after the updates the row got since). Run it once the cause is fixed;
+    running it twice sends them twice.
+    """
+    if action != "redrive":
+        raise self.UsageError(f"unknown action {action!r}; the action is: redrive")
+    from aiokafka import AIOKafkaProducer
+
+    start, _ = _window(self, since, None)
+    wanted = Filter(app_id=app_id, reason=reason, since=start)
+    letters = [s async for s in _records(self, "dead-letters", start, None, None, timeout)
+               if wanted.matches(s)][:limit]
+    ready, still_bad = [], 0
+    for letter in letters:
+        try:
+            update = events.decode_update(letter.value or b"")
+        except events.InvalidEvent as exc:
+            still_bad += 1
+            print(f"skip {letter.partition}@{letter.offset}: still {exc.reason}: {exc}", file=sys.stderr)
+            continue
+        ready.append(update)
+    if dry_run or not ready:
+        print(f"{len(ready)} dead letter(s) would be redriven; {still_bad} still invalid")
+        return
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker), acks="all",
+                                enable_idempotence=False)
+    await producer.start()
+    try:
+        sent = []
+        for update in ready:  # in dead-letter order, which is per-app source order
+            app_key = str(update.app_id)
+            sent.append(await producer.send(
+                settings.topic(TOPICS["updates"]),
+                events.encode_update(app_key, str(update.subscription_id), update.properties,
+                                     time.time()),
+                key=app_key.encode(), partition=layout.source_partition(app_key),
+            ))
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    print(f"redrove {len(ready)} dead letter(s); {still_bad} still invalid, left in place")

@@ -1,0 +1,54 @@
+"""Filters, time parsing and top talkers of the inspection commands."""
+
+import orjson
+import pytest
+
+from app.inspection import Filter, Seen, parse_time, top_talkers
+
+NOW = 1_800_000_000.0
+
+
+def seen(app="a", sub="s", ts=NOW, props=None, headers=(), value=None):
+    body = {"app_id": app, "subscription_id": sub, "properties": props or {"k": 1}}
+    return Seen("t", 0, 0, ts, app.encode(), value if value is not None else orjson.dumps(body),
+                headers)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("15m", NOW - 900), ("2h", NOW - 7200), ("30s", NOW - 30), ("1.5d", NOW - 129600),
+    ("2027-01-15T10:00:00Z", 1800007200.0), ("2027-01-15T10:00:00", 1800007200.0),
+    ("2027-01-15T12:00:00+02:00", 1800007200.0),
+])
+def test_parse_time(text, expected):
+    assert parse_time(text, NOW) == expected
+
+
+@pytest.mark.parametrize("text", ["yesterday", "15", "m15", "-5m", ""])
+def test_parse_time_refuses(text):
+    with pytest.raises(ValueError, match="neither a duration"):
+        parse_time(text, NOW)
+
+
+def test_filters():
+    assert Filter(app_id="a").matches(seen())
+    assert not Filter(app_id="b").matches(seen())
+    assert Filter(subscription_id="s", property_key="k").matches(seen())
+    assert not Filter(property_key="gone").matches(seen())
+    assert Filter(property_key="gone").matches(seen(props={"gone": None}))
+    assert not Filter(since=NOW + 1).matches(seen())
+    assert not Filter(until=NOW - 1).matches(seen())
+    letter = seen(headers=(("rowstream-reason", b"invalid"),))
+    assert Filter(reason="invalid").matches(letter) and not Filter(reason="rejected").matches(letter)
+    garbage = seen(value=b"\xff")
+    assert Filter().matches(garbage) and not Filter(app_id="a").matches(garbage)
+    assert garbage.as_json()["value_base64"] == "/w=="
+
+
+def test_top_talkers_rank_apps_and_rows_with_their_busiest_window():
+    records = ([seen("a", "s1", NOW + i) for i in range(5)] + [seen("a", "s2", NOW + 100)]
+               + [seen("b", "s1", NOW + 130 + i) for i in range(3)] + [seen(value=b"junk")])
+    apps, rows, total = top_talkers(records, window=60, top=2)
+    assert total == 9
+    assert [(t.who, t.events, t.peak) for t in apps] == [("a", 6, 5), ("b", 3, 3)]
+    assert [(t.who, t.events) for t in rows] == [("a/s1", 5), ("b/s1", 3)]
+    assert apps[0].share == round(6 / 9, 4)
