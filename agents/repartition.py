@@ -42,5 +42,6 @@ async def repartition(stream):
             value=events.encode_versioned(update, message.offset, message.partition, received_at),
             partition=layout.target_partition(app_id, subscription_id),
             timestamp=message.timestamp,
+            headers=message.headers or None,  # the ingest span's trace context, if any
             force=True,  # now, not at the next commit (Faust's default inside an agent)
         )

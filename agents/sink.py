@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 from mode import Service
 
-from app import events
+from app import events, tracing
 from app.coalesce import Patch
 from app.deadletter import Coordinates, dead_letter
 from app.main import app, layout, settings, shards
@@ -59,10 +59,14 @@ class Writers(Service):
     def on_init_dependencies(self):
         return self.by_shard
 
-    async def on_batch(self, done: BatchDone) -> None:
+    async def on_batch(self, done: BatchDone, batch: Sequence[Item]) -> None:
         self.counts[done.shard].update(
             events=done.events, rows=done.rows, coalesced=done.coalesced, batches=1
         )
+        if tracing.enabled():
+            messages = [item.origin[0].message for item in batch]
+            tracing.batch_written(done.shard, done.seconds, done.coalesced,
+                                  [(m.headers, m.timestamp) for m in messages])
 
     @Service.timer(1.0)
     async def _send_stats(self) -> None:

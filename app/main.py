@@ -13,6 +13,7 @@ from pathlib import Path
 import faust
 
 from app import settings as settings_module
+from app import tracing
 from app.partitioning import Layout
 from app.shards import Shards
 
@@ -24,6 +25,9 @@ except settings_module.ConfigError as exc:
     raise SystemExit(2) from None
 
 layout = Layout(settings.partitions, settings.slot_map, len(settings.shards))
+
+if settings.otlp_endpoint:
+    tracing.configure(settings.otlp_endpoint)
 
 app = faust.App(
     settings.group_id,  # the Kafka consumer group: renaming it is a migration

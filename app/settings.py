@@ -132,6 +132,9 @@ class Settings(BaseModel):
     lag_interval: float = Field(
         2.0, gt=0, le=300, description="ROWSTREAM_LAG_INTERVAL: seconds between lag measurements",
     )
+    otlp_endpoint: str = Field(
+        "", description="ROWSTREAM_OTLP_ENDPOINT: OTLP/HTTP traces URL; empty: tracing off",
+    )
     data_dir: str = Field(
         "", description="ROWSTREAM_DATA_DIR: worker state folder (default: .local/worker-<port>)",
     )

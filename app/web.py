@@ -20,7 +20,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from app import events, metrics
+from app import events, metrics, tracing
 from app.main import app, layout, settings, shards
 from app.topics import updates_topic
 
@@ -73,18 +73,20 @@ async def _produce(updates: list[tuple[str, str, dict]]) -> None:
     """Send every update to the update topic and wait until the broker acknowledged all."""
     received_at = time.time()
 
-    async def send_all() -> None:
+    async def send_all(headers: Optional[list]) -> None:
         pending = []
         for app_id, subscription_id, properties in updates:
             pending.append(await updates_topic.send(
                 key=app_id.encode(),
                 value=events.encode_update(app_id, subscription_id, properties, received_at),
                 partition=layout.source_partition(app_id),
+                headers=headers,
             ))
         await asyncio.gather(*pending)
 
     try:
-        await asyncio.wait_for(send_all(), settings.produce_timeout)
+        with tracing.ingest(len(updates)) as headers:
+            await asyncio.wait_for(send_all(headers), settings.produce_timeout)
         metrics.INGEST_EVENTS.inc(len(updates))
     except (KafkaError, asyncio.TimeoutError, OSError) as exc:
         log.warning("produce failed, answering 503: %r", exc)

@@ -49,7 +49,7 @@ class BatchDone(NamedTuple):
     seconds: float
 
 
-OnBatch = Callable[[BatchDone], Awaitable[None]]
+OnBatch = Callable[[BatchDone, Sequence[Item]], Awaitable[None]]
 OnRejected = Callable[[Item, str], Awaitable[None]]
 OnBacklog = Callable[[int, bool], None]
 
@@ -196,7 +196,7 @@ class ShardWriter(Service):
         metrics.BATCH_SIZE.labels(shard).observe(done.events)
         if rejected:
             metrics.SHARD_ERRORS.labels(shard, "rejected").inc(len(rejected))
-        await self.on_batch(done)
+        await self.on_batch(done, batch)
 
     async def _write_retrying(self, rounds: Sequence[Sequence[Patch]]) -> int:
         async for attempt in AsyncRetrying(

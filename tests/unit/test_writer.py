@@ -58,7 +58,8 @@ async def test_isolating_finds_exactly_the_poison_events():
 
 
 def make_writer(store, batches, backlog, batch_size=3, batch_wait=0.01):
-    async def on_batch(done: BatchDone):
+    async def on_batch(done: BatchDone, items):
+        assert len(items) == done.events
         batches.append(done)
 
     rejected = []
