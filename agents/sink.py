@@ -42,6 +42,7 @@ class Writers(Service):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.counts = [Counter() for _ in settings.shards]
+        self.errors_sent = [Counter() for _ in settings.shards]  # writer errors already sent
         self.by_shard = [
             ShardWriter(
                 shard,
@@ -77,6 +78,11 @@ class Writers(Service):
 
     async def send_stats(self) -> None:
         for shard, counts in enumerate(self.counts):
+            writer = self.by_shard[shard]
+            for kind, total in writer.errors.items():
+                counts[f"errors_{kind}"] += total - self.errors_sent[shard][kind]
+                self.errors_sent[shard][kind] = total
+            counts = +counts  # drop zero counts
             if counts:
                 self.counts[shard] = Counter()
                 await stats_topic.send(key=str(shard).encode(), value=orjson.dumps(dict(counts)))

@@ -14,7 +14,7 @@ import aiopg
 import psycopg2
 from mode import Service
 
-from app import sql
+from app import metrics, sql
 from app.coalesce import Patch
 
 log = logging.getLogger("rowstream.shards")
@@ -140,3 +140,13 @@ class Shards(Service):
         pool = await self._pool(shard)
         async with pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute(sql.PING)
+
+    async def ping_ok(self, shard: int, timeout: float = 2.0) -> bool:
+        """True when the shard answers a ping within ``timeout``; updates rowstream_shard_up."""
+        try:
+            await asyncio.wait_for(self.ping(shard), timeout)
+        except Exception:
+            metrics.SHARD_UP.labels(str(shard)).set(0)
+            return False
+        metrics.SHARD_UP.labels(str(shard)).set(1)
+        return True

@@ -166,16 +166,7 @@ async def readyz(web: View, request: Request) -> Response:
     last = monitor.last_success
     broker_ok = last is not None and time.time() - last < max(10.0, 3 * settings.lag_interval)
 
-    async def ping(shard: int) -> bool:
-        try:
-            await asyncio.wait_for(shards.ping(shard), 2.0)
-        except Exception:
-            metrics.SHARD_UP.labels(str(shard)).set(0)
-            return False
-        metrics.SHARD_UP.labels(str(shard)).set(1)
-        return True
-
-    shard_ok = await asyncio.gather(*(ping(n) for n in range(len(settings.shards))))
+    shard_ok = await asyncio.gather(*(shards.ping_ok(n) for n in range(len(settings.shards))))
     ready = broker_ok and all(shard_ok)
     body = {"ready": ready, "broker": broker_ok,
             "shards": [{"shard": n, "up": up} for n, up in enumerate(shard_ok)]}

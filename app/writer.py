@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import Counter, deque
 from typing import Awaitable, Callable, Collection, NamedTuple, Sequence
 
 from mode import Service
@@ -119,6 +119,7 @@ class ShardWriter(Service):
         self.on_backlog = on_backlog
         self.high_water = 4 * batch_size
         self.paused = False
+        self.errors: Counter[str] = Counter()  # failed writes by kind, since start
         self._pending: deque[Item] = deque()
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
@@ -196,6 +197,7 @@ class ShardWriter(Service):
         metrics.BATCH_SIZE.labels(shard).observe(done.events)
         if rejected:
             metrics.SHARD_ERRORS.labels(shard, "rejected").inc(len(rejected))
+            self.errors["rejected"] += len(rejected)
         await self.on_batch(done, batch)
 
     async def _write_retrying(self, rounds: Sequence[Sequence[Patch]]) -> int:
@@ -215,6 +217,7 @@ class ShardWriter(Service):
         assert state.outcome is not None and state.next_action is not None
         metrics.SHARD_ERRORS.labels(str(self.shard), "transient").inc()
         metrics.SHARD_UP.labels(str(self.shard)).set(0)
+        self.errors["transient"] += 1
         log.warning(
             "shard %d: write failed (attempt %d): %s; retrying in %.2fs, holding its partitions",
             self.shard, state.attempt_number, state.outcome.exception(), state.next_action.sleep,

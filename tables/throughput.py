@@ -15,6 +15,7 @@ is a migration.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -23,14 +24,14 @@ from typing import Optional
 import faust
 import orjson
 
-from app.main import app, settings
+from app.main import app, settings, shards
 from app.topics import stats_topic
 from app.views import answer, table
 
 log = logging.getLogger("rowstream.throughput")
 
 WINDOW_SECONDS = 60.0
-COUNTS = ("events", "rows", "coalesced", "batches")
+COUNTS = ("events", "rows", "coalesced", "batches", "errors_transient", "errors_rejected")
 
 # Explicit serializers: a changelog record that fails to decode stalls table recovery.
 _schema = faust.Schema(key_type=str, value_type=int, key_serializer="json", value_serializer="json")
@@ -50,7 +51,7 @@ async def count_batches(stream):
         try:
             shard = int(event.key)
             stats = orjson.loads(event.value)
-            counts = {name: int(stats.get(name, 0)) for name in COUNTS}
+            counts = {name: int(stats[name]) for name in COUNTS if name in stats}
         except (TypeError, ValueError, KeyError, orjson.JSONDecodeError) as exc:
             log.warning("ignoring a malformed stats record %r: %s", event.value, exc)
             continue
@@ -66,13 +67,15 @@ def _window(shard: int, timestamp: float) -> dict:
     return {"start": datetime.fromtimestamp(window[0], timezone.utc).isoformat(), **counts}
 
 
-def snapshot(now: Optional[float] = None) -> dict:
-    """The per-shard figures served by ``GET /shards/``: totals, this minute and the last."""
+def snapshot(up: list[bool], now: Optional[float] = None) -> dict:
+    """The per-shard figures served by ``GET /shards/``: totals, this minute and the last, and
+    whether the shard answers now."""
     now = time.time() if now is None else now
     report = []
     for shard in range(len(settings.shards)):
         report.append({
             "shard": shard,
+            "up": up[shard],
             "total": {name: totals[f"{shard}/{name}"] for name in COUNTS},
             "current_window": _window(shard, now),
             "previous_window": _window(shard, now - WINDOW_SECONDS),
@@ -83,9 +86,11 @@ def snapshot(now: Optional[float] = None) -> dict:
 @app.page("/shards/")
 @app.table_route(table=totals, exact_key="0")  # one partition: every key lives on its owner
 async def shards_view(web, request):
-    report = snapshot()
-    rows = [{"shard": s["shard"], **{f"total_{k}": v for k, v in s["total"].items()},
+    up = await asyncio.gather(*(shards.ping_ok(n) for n in range(len(settings.shards))))
+    report = snapshot(list(up))
+    rows = [{"shard": s["shard"], "up": s["up"], **{f"total_{k}": v for k, v in s["total"].items()},
              "minute_rows": s["current_window"]["rows"]} for s in report["shards"]]
-    text = table(rows, ["shard", "total_events", "total_rows", "total_coalesced",
-                        "total_batches", "minute_rows"])
+    text = table(rows, ["shard", "up", "total_events", "total_rows", "total_coalesced",
+                        "total_batches", "total_errors_transient", "total_errors_rejected",
+                        "minute_rows"])
     return answer(web, request, report, text)

@@ -99,6 +99,14 @@ async def test_lag_metrics_and_the_burst_scenario(pipeline_factory, promtool):
         async with session.get(f"http://127.0.0.1:{port}/lag/?format=text") as response:
             text_report = await response.text()
         assert "message_lag" in text_report and INTERNAL in text_report
+        async def shards_tell_of_the_outage():
+            async with session.get(f"http://127.0.0.1:{port}/shards/") as response:
+                report = {s["shard"]: s for s in (await response.json())["shards"]}
+            return (not report[1]["up"] and report[0]["up"]
+                    and report[1]["total"]["errors_transient"] > 0
+                    and report[0]["total"]["errors_transient"] == 0)
+
+        await eventually(shards_tell_of_the_outage, 30, "/shards/ to show shard 1 down with errors")
         async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
             assert response.status == 503
             assert (await response.json())["shards"] == [{"shard": 0, "up": True},
