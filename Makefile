@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test unit integration install clean
+.PHONY: run test unit integration faults install clean
 
 run: $(STAMP)
 	$(PY) -m deploy.stack
@@ -19,6 +19,9 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(PY) -m pytest tests/integration
+
+faults: $(STAMP)
+	$(PY) -m pytest -m faults -s tests/integration
 
 install: $(STAMP)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from typing import Mapping
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -90,7 +91,9 @@ class Settings(BaseModel):
         description="ROWSTREAM_SHARD_MAP: explicit slot map, e.g. 00-7f=0,80-ff=1 (default: even)",
     )
     api_keys: tuple[SecretStr, ...] = Field(
-        (), description="ROWSTREAM_API_KEYS: comma-separated bearer keys accepted by the API",
+        (),
+        description="ROWSTREAM_API_KEYS: comma-separated bearer keys; KEY:APP|APP limits a key "
+                    "to those app IDs",
     )
     group_id: str = Field(
         "rowstream",
@@ -144,6 +147,21 @@ class Settings(BaseModel):
     def _comma_separated(cls, value: object) -> object:
         return _split(value)
 
+    @field_validator("api_keys")
+    @classmethod
+    def _scopes(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for secret in value:
+            key, sep, apps = secret.get_secret_value().partition(":")
+            if not key:
+                raise ValueError("an API key is empty")
+            if sep:
+                for app in apps.split("|"):
+                    try:
+                        UUID(app.strip())
+                    except ValueError:
+                        raise ValueError("a key's scope must be app IDs separated by |") from None
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -182,7 +200,16 @@ class Settings(BaseModel):
 
     @property
     def keys(self) -> tuple[str, ...]:
-        return tuple(key.get_secret_value() for key in self.api_keys)
+        return tuple(key for key, _ in self.scoped_keys)
+
+    @property
+    def scoped_keys(self) -> tuple[tuple[str, frozenset[str] | None], ...]:
+        """Each key with the app IDs it may touch (None: every app)."""
+        found = []
+        for secret in self.api_keys:
+            key, sep, apps = secret.get_secret_value().partition(":")
+            found.append((key, frozenset(a.strip().lower() for a in apps.split("|")) if sep else None))
+        return tuple(found)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

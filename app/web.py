@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 from uuid import UUID
 
 from aiokafka.errors import KafkaError
@@ -20,7 +20,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from app import events, metrics, tracing
+from app import events, metrics, openapi, tracing
 from app.main import app, layout, settings, shards
 from app.topics import updates_topic
 
@@ -34,19 +34,28 @@ class ApiError(Exception):
         self.status, self.error, self.problems, self.headers = status, error, problems, headers
 
 
-def _authorize(request: Request) -> None:
+def _authorize(request: Request, app_ids: Iterable[str] = ()) -> None:
+    """401 without a known key, 403 when the key is scoped and an app is outside its scope.
+    The key is compared with every configured key in constant time, and never logged."""
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key:
         raise ApiError(401, "missing bearer key: send 'Authorization: Bearer <key>'",
                        headers={"WWW-Authenticate": "Bearer"})
     given = key.strip().encode()
-    # Compare with every key, in constant time for each, so timing tells nothing.
+    scope: Optional[frozenset[str]] = None
     matched = False
-    for known in settings.keys:
-        matched |= hmac.compare_digest(given, known.encode())
+    for known, apps in settings.scoped_keys:
+        if hmac.compare_digest(given, known.encode()):
+            matched, scope = True, apps
     if not matched:
         raise ApiError(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+    if scope is not None:
+        outside = sorted(set(app_ids) - scope)
+        if outside:
+            raise ApiError(403, "this key may not update or read these apps",
+                           [{"where": "app_id", "problem": f"{app} is outside the key's scope"}
+                            for app in outside[:10]])
 
 
 def _uuid(text: str, where: str) -> str:
@@ -117,6 +126,7 @@ class SubscriptionView(ApiView):
     async def patch(self, request: Request, app_id: str, subscription_id: str) -> Response:
         _authorize(request)
         app_id, subscription_id = _uuid(app_id, "app_id"), _uuid(subscription_id, "subscription_id")
+        _authorize(request, [app_id])
         try:
             body = events.PatchBody.model_validate_json(await _body(request))
         except ValidationError as exc:
@@ -127,6 +137,7 @@ class SubscriptionView(ApiView):
     async def get(self, request: Request, app_id: str, subscription_id: str) -> Response:
         _authorize(request)
         app_id, subscription_id = _uuid(app_id, "app_id"), _uuid(subscription_id, "subscription_id")
+        _authorize(request, [app_id])
         try:
             row = await shards.fetch(layout.shard_of_app(app_id), app_id, subscription_id)
         except Exception as exc:
@@ -146,11 +157,17 @@ class UpdatesView(ApiView):
             batch = events.BatchBody.validate_json(await _body(request))
         except ValidationError as exc:
             raise ApiError(400, "invalid request", events.problems_of(exc)) from None
+        _authorize(request, {str(update.app_id) for update in batch})
         await _produce([
             (str(update.app_id), str(update.subscription_id), update.properties)
             for update in batch
         ])
         return self.json({"accepted": len(batch)}, status=202)
+
+
+@app.page("/openapi.json")
+async def openapi_view(web: View, request: Request) -> Response:
+    return web.json(openapi.document())
 
 
 @app.page("/healthz")

@@ -10,9 +10,13 @@ SUB = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 ROW = f"/v1/apps/{APP}/subscriptions/{SUB}"
 
 
+OTHER_APP = "ff8fad5b-d9cb-469f-a165-70867728950e"
+SCOPED = {"Authorization": "Bearer scoped-key"}
+
+
 @pytest.fixture
 async def api(pipeline_factory):
-    pipeline = pipeline_factory()
+    pipeline = pipeline_factory(api_keys=f"test-key,scoped-key:{APP}")
     worker = pipeline.start_worker()
     async with aiohttp.ClientSession(f"http://127.0.0.1:{worker.web_port}") as session:
         yield pipeline, session
@@ -52,10 +56,33 @@ async def test_bad_requests_get_a_json_error_and_produce_nothing(api):
     assert await pipeline.read_topic("subscription-updates") == []
 
 
-async def test_health(api):
+async def test_scoped_keys_and_secrets_stay_out_of_logs_and_bodies(api):
+    pipeline, session = api
+    await call(session, "PATCH", ROW, 202, headers=SCOPED, json={"properties": {"a": 1}})
+    other_row = f"/v1/apps/{OTHER_APP}/subscriptions/{SUB}"
+    _, body = await call(session, "PATCH", other_row, 403, headers=SCOPED, json={"properties": {}})
+    assert body["problems"] == [{"where": "app_id", "problem": f"{OTHER_APP} is outside the key's scope"}]
+    await call(session, "GET", other_row, 403, headers=SCOPED)
+    _, body = await call(session, "POST", "/v1/updates", 403, headers=SCOPED, json=[
+        {"app_id": APP, "subscription_id": SUB, "properties": {}},
+        {"app_id": OTHER_APP, "subscription_id": SUB, "properties": {}},
+    ])
+    await call(session, "PATCH", other_row, 202, json={"properties": {"b": 2}})  # unscoped key
+    _, body = await call(session, "PATCH", ROW, 401, headers={"Authorization": "Bearer sk-wrong-42"},
+                         json={"properties": {}})
+    assert "sk-wrong-42" not in str(body)
+    worker_log = pipeline.log_tail(pipeline.workers[0], 1_000_000)
+    for secret in ("scoped-key", "test-key", "sk-wrong-42"):
+        assert secret not in worker_log
+
+
+async def test_health_and_openapi(api):
     _, session = api
     _, body = await call(session, "GET", "/healthz", 200, headers={})
     assert body == {"ok": True}
+    _, document = await call(session, "GET", "/openapi.json", 200, headers={})
+    assert document["openapi"].startswith("3.0")
+    assert set(document["paths"]) == {"/v1/apps/{app_id}/subscriptions/{subscription_id}", "/v1/updates"}
 
 
 async def test_broker_down_means_503_with_retry_after_never_202(stack, pipeline_factory, tmp_path):

@@ -48,3 +48,14 @@ def test_configuration_errors_are_one_clear_line(environ, message):
         load(environ)
     text = str(caught.value)
     assert message in text and "\n" not in text
+
+
+def test_scoped_api_keys():
+    app = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    settings = load({"ROWSTREAM_API_KEYS": f"admin,team:{app.upper()}|ff8fad5b-d9cb-469f-a165-70867728950e"})
+    assert settings.scoped_keys == (
+        ("admin", None), ("team", frozenset({app, "ff8fad5b-d9cb-469f-a165-70867728950e"})))
+    assert settings.keys == ("admin", "team")
+    for bad in ("team:not-a-uuid", ":" + app, "a,,b:"):
+        with pytest.raises(ConfigError, match="ROWSTREAM_API_KEYS"):
+            load({"ROWSTREAM_API_KEYS": bad})

@@ -1,0 +1,137 @@
+"""Load for the fault tests: a workload whose final rows tell lost updates from reordered ones,
+and a client that keeps sending through worker crashes and records exactly what was accepted.
+
+Update number n of a row (its per-row sequence) sets
+
+* ``u<n>`` — a key only it writes: missing at the end means the update was **lost**;
+* ``p<n//2>`` (even n: the pair n, n+1) or ``q<(n+1)//2>`` (odd n: the pair n, n+1) to n — each
+  adjacent pair of updates shares one key, whose final value must be the later one. Any order
+  other than the accepted one inverts some adjacent pair, so a wrong pair key means the pair was
+  **reordered** (when neither update was lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import aiohttp
+
+from app.coalesce import apply
+from tests.integration.helpers import AUTH
+
+
+def pair_key(n: int) -> str:
+    """The key update n shares with update n + 1."""
+    return f"p{n // 2}" if n % 2 == 0 else f"q{(n + 1) // 2}"
+
+
+def patch(n: int) -> dict:
+    properties = {f"u{n}": n, pair_key(n): n}
+    if n > 0:
+        properties[pair_key(n - 1)] = n  # update n is the later one of the pair (n - 1, n)
+    return properties
+
+
+@dataclass
+class Ledger:
+    """What the API accepted, per row, in order."""
+
+    sequences: dict[tuple[str, str], int] = field(default_factory=dict)
+    rows: dict[tuple[str, str], dict] = field(default_factory=dict)
+    accepted: int = 0
+    retried: int = 0
+    accepted_at: list[float] = field(default_factory=list)
+
+    def next_patch(self, row: tuple[str, str]) -> tuple[int, dict]:
+        n = self.sequences.get(row, 0)
+        return n, patch(n)
+
+    def accept(self, row: tuple[str, str], n: int) -> None:
+        self.rows[row] = apply(self.rows.get(row, {}), patch(n))
+        self.sequences[row] = n + 1
+        self.accepted += 1
+        self.accepted_at.append(time.monotonic())
+
+
+def count_anomalies(ledger: Ledger, actual: dict[tuple[str, str], dict]) -> tuple[int, int]:
+    """(lost, reordered) updates, from the final rows alone."""
+    lost = reordered = 0
+    for row, count in ledger.sequences.items():
+        properties = actual.get(row, {})
+        missing = {n for n in range(count) if properties.get(f"u{n}") != n}
+        lost += len(missing)
+        for n in range(count - 1):  # the pair (n, n+1) must end with n + 1
+            if n in missing or n + 1 in missing:
+                continue
+            if properties.get(pair_key(n)) != n + 1:
+                reordered += 1
+    return lost, reordered
+
+
+class FailoverClient:
+    """Sends batches per app, one request at a time per app (so acceptance order is send order),
+    to the first worker that answers; retries on connection errors and 503 until accepted.
+
+    A retried request may have been written once already: the duplicate lands right after the
+    original, before the app's next request, and re-applying a patch is harmless.
+    """
+
+    def __init__(self, ports: list[int], ledger: Ledger) -> None:
+        self.ports = ports
+        self.ledger = ledger
+        self.stop = asyncio.Event()
+
+    async def run(self, apps: list[str], rows_per_app: int, batch: int, rate: Optional[float],
+                  seed: int = 1, total: Optional[int] = None) -> None:
+        """Send until ``stop`` is set (or ``total`` updates are accepted), at about ``rate``
+        updates per second overall when given."""
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(headers=AUTH, timeout=timeout) as session:
+            per_app_total = None if total is None else total // len(apps)
+            per_app_rate = None if rate is None else rate / len(apps)
+            await asyncio.gather(*(
+                self._app(session, app, rows_per_app, batch, per_app_rate, seed + i, per_app_total)
+                for i, app in enumerate(apps)))
+
+    async def _app(self, session, app, rows_per_app, batch, rate, seed, total) -> None:
+        rng = random.Random(seed)
+        rows = [(app, f"{app[:8]}-0000-4000-8000-{n:012x}") for n in range(rows_per_app)]
+        sent = 0
+        worker = seed % len(self.ports)
+        while not self.stop.is_set() and (total is None or sent < total):
+            started = time.monotonic()
+            chosen = [rng.choice(rows) for _ in range(batch)]
+            body, numbered = [], []
+            pending_seq: dict = {}
+            for row in chosen:  # sequences within the batch continue per row
+                n = pending_seq.get(row, self.ledger.sequences.get(row, 0))
+                pending_seq[row] = n + 1
+                body.append({"app_id": row[0], "subscription_id": row[1], "properties": patch(n)})
+                numbered.append((row, n))
+            worker = await self._post(session, body, worker)
+            for row, n in numbered:
+                self.ledger.accept(row, n)
+            sent += len(body)
+            if rate:
+                await asyncio.sleep(max(0.0, len(body) / rate - (time.monotonic() - started)))
+
+    async def _post(self, session, body, worker) -> int:
+        deadline = time.monotonic() + 120
+        while True:
+            port = self.ports[worker % len(self.ports)]
+            try:
+                async with session.post(f"http://127.0.0.1:{port}/v1/updates", json=body) as response:
+                    if response.status == 202:
+                        return worker
+                    assert response.status == 503, (response.status, await response.text())
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            self.ledger.retried += 1
+            if time.monotonic() > deadline:
+                raise AssertionError("no worker accepted a request for 120 s")
+            worker += 1
+            await asyncio.sleep(0.2)

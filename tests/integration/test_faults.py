@@ -1,0 +1,116 @@
+"""Fault tests (issue 4): load through the HTTP API, a fault in the middle, drain, and count lost
+and reordered updates from the final rows. Each must be 0 and 0. Figures are printed as a table
+row: scenario | updates | lost | reordered | drain seconds."""
+
+import asyncio
+import random
+import re
+import time
+
+import aiohttp
+import pytest
+
+from tests.integration.faultload import FailoverClient, Ledger, count_anomalies
+from tests.integration.helpers import eventually
+
+APPS = ["17000000-0000-4000-8000-000000000001", "9e000000-0000-4000-8000-000000000002"]
+
+pytestmark = pytest.mark.faults
+
+
+async def drain_and_count(pipeline, ledger, scenario, started):
+    """Wait (bounded) for the rows to equal what was accepted; report and assert 0 / 0."""
+    stopped = time.monotonic()
+    try:
+        await pipeline.wait_for_rows(ledger.rows, 240, f"{scenario}: the pipeline to drain")
+    finally:
+        lost, reordered = count_anomalies(ledger, pipeline.properties())
+        drain = time.monotonic() - stopped
+        print(f"\n| {scenario} | {ledger.accepted} | {lost} | {reordered} | {drain:.1f} s |"
+              f" (run {stopped - started:.0f} s, {ledger.retried} client retries)")
+    assert (lost, reordered) == (0, 0)
+
+
+async def test_worker_sigkilled_three_times_under_load(pipeline_factory):
+    pipeline = pipeline_factory()
+    workers = [pipeline.start_worker(), pipeline.start_worker()]
+    ports = [w.web_port for w in workers]
+    ledger = Ledger()
+    client = FailoverClient(ports, ledger)
+    started = time.monotonic()
+    load = asyncio.create_task(client.run(APPS, rows_per_app=50, batch=50, rate=800))
+    rng = random.Random(4)
+    try:
+        for _ in range(3):
+            await asyncio.sleep(rng.uniform(4, 8))
+            victim = rng.randrange(2)
+            workers[victim].kill()
+            await asyncio.sleep(rng.uniform(1, 3))
+            workers[victim] = pipeline.start_worker(port=ports[victim])
+        await asyncio.sleep(5)
+    finally:
+        client.stop.set()
+        await load
+    await drain_and_count(pipeline, ledger, "worker SIGKILL x3 (2 workers)", started)
+
+
+async def shard_rows_written(session, port, shard):
+    async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        text = await response.text()
+    found = re.search(rf'^rowstream_shard_rows_written_total{{shard="{shard}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_shard_outage_holds_only_that_shard(pipeline_factory):
+    pipeline = pipeline_factory()
+    worker = pipeline.start_worker()
+    assert [pipeline.layout.shard_of_app(a) for a in APPS] == [0, 1]
+    ledger = Ledger()
+    client = FailoverClient([worker.web_port], ledger)
+    started = time.monotonic()
+    load = asyncio.create_task(client.run(APPS, rows_per_app=200, batch=50, rate=1000))
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def rate_of_shard0(seconds):
+                before = await shard_rows_written(session, worker.web_port, 0)
+                await asyncio.sleep(seconds)
+                return (await shard_rows_written(session, worker.web_port, 0) - before) / seconds
+
+            await asyncio.sleep(5)  # warm up
+            rate_before = await rate_of_shard0(8)
+            pipeline.hold_shard(1)
+            outage_started = time.monotonic()
+            rate_during = await rate_of_shard0(25)
+            await asyncio.sleep(max(0.0, 30 - (time.monotonic() - outage_started)))
+            pipeline.hold_shard(1, held=False)
+            await asyncio.sleep(5)
+    finally:
+        client.stop.set()
+        await load
+    print(f"\nshard 0 rows/s before the outage {rate_before:.0f}, during {rate_during:.0f}")
+    assert rate_during >= rate_before / 2, (rate_before, rate_during)
+    await drain_and_count(pipeline, ledger, "shard 1 unreachable 30 s", started)
+
+
+async def test_sigterm_under_load_stops_within_30s_and_restarts_exact(pipeline_factory):
+    pipeline = pipeline_factory()
+    worker = pipeline.start_worker()
+    port = worker.web_port
+    ledger = Ledger()
+    client = FailoverClient([port], ledger)
+    started = time.monotonic()
+    load = asyncio.create_task(client.run(APPS, rows_per_app=50, batch=100, rate=1500))
+    try:
+        await asyncio.sleep(6)
+        stopping = time.monotonic()
+        worker.stop(timeout=45)
+        stopped_in = time.monotonic() - stopping
+        assert worker.process.returncode is not None
+        assert stopped_in < 30, f"the worker took {stopped_in:.1f}s to stop"
+        pipeline.start_worker(port=port)
+        await asyncio.sleep(4)
+    finally:
+        client.stop.set()
+        await load
+    print(f"\nSIGTERM under load: stopped in {stopped_in:.1f}s (exit code {worker.process.returncode})")
+    await drain_and_count(pipeline, ledger, "SIGTERM under load, restart", started)

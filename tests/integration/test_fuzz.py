@@ -1,0 +1,54 @@
+"""Fuzz the HTTP API from its own OpenAPI document (schemathesis): valid and invalid requests,
+no 5xx, no worker crash, and a JSON error body on every 4xx."""
+
+import os
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+
+from app import openapi
+from tests.integration.helpers import AUTH
+
+# `make faults` runs the 10,000 requests of issue 4; `make test` a quick smoke of the same test.
+REQUESTS = int(os.environ.get("FUZZ_REQUESTS", "600"))
+
+
+@pytest.mark.parametrize("requests", [
+    pytest.param(10_000, marks=pytest.mark.faults, id="10k"),
+    pytest.param(REQUESTS, id="smoke"),
+])
+def test_fuzzed_requests_never_get_a_5xx(pipeline_factory, requests, request):
+    if requests == 10_000 and "faults" not in (request.config.getoption("-m") or ""):
+        pytest.skip("the 10,000-request run belongs to `make faults`")
+    pipeline = pipeline_factory()
+    worker = pipeline.start_worker()
+    base = f"http://127.0.0.1:{worker.web_port}"
+    schema = schemathesis.openapi.from_dict(openapi.document())
+    operations = [result.ok() for result in schema.get_all_operations()]
+    per_strategy = requests // (2 * len(operations)) + 1
+    seen = {"requests": 0, "4xx": 0, "2xx": 0}
+
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            @settings(max_examples=per_strategy, deadline=None, database=None,
+                      phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def exercise(case):
+                headers = {**(case.headers or {}), **AUTH}  # a valid key: fuzz past the auth check
+                response = case.call(base_url=base, headers=headers, timeout=30)
+                seen["requests"] += 1
+                assert response.status_code < 500, (case.as_curl_command(), response.text)
+                if response.status_code >= 400:
+                    seen["4xx"] += 1
+                    seen[response.status_code] = seen.get(response.status_code, 0) + 1
+                    body = response.json()
+                    assert isinstance(body, dict) and body.get("error"), response.text
+                else:
+                    seen["2xx"] += 1
+
+            exercise()
+    assert worker.process.poll() is None, "the worker died"
+    print(f"\nfuzz: {seen}")
+    assert seen["requests"] >= requests
