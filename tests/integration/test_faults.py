@@ -11,7 +11,6 @@ import aiohttp
 import pytest
 
 from tests.integration.faultload import FailoverClient, Ledger, count_anomalies
-from tests.integration.helpers import eventually
 
 APPS = ["17000000-0000-4000-8000-000000000001", "9e000000-0000-4000-8000-000000000002"]
 
