@@ -12,7 +12,7 @@ run: $(STAMP)
 	$(PY) -m deploy.stack
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not long"
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit

@@ -39,14 +39,18 @@ def pipeline_factory(stack, tmp_path, request):
     broker, postgres = stack
     made: list[Pipeline] = []
 
-    def make(partitions: int = 8, shards: int = 2, **settings: str) -> Pipeline:
+    def make(partitions: int = 8, shards: int = 2, ports: dict[int, int] | None = None,
+             **settings: str) -> Pipeline:
+        """``ports`` sends a shard's connections to another port (a proxy the test owns)."""
         name = f"t{uuid.uuid4().hex[:10]}"
         databases = [f"{name}_shard{n}" for n in range(shards)]
         postgres.create_databases(databases)
+        worker_dsns = [postgres.dsn(db).replace(f":{postgres.port}/", f":{(ports or {}).get(n, postgres.port)}/")
+                       for n, db in enumerate(databases)]
         env = {key: value for key, value in os.environ.items() if not key.startswith("ROWSTREAM_")}
         env.update({
             "ROWSTREAM_BROKER": broker.url,
-            "ROWSTREAM_SHARDS": ",".join(postgres.dsn(db) for db in databases),
+            "ROWSTREAM_SHARDS": ",".join(worker_dsns),
             "ROWSTREAM_PARTITIONS": str(partitions),
             "ROWSTREAM_TOPIC_PREFIX": f"{name}-",
             "ROWSTREAM_GROUP_ID": name,

@@ -27,7 +27,26 @@ async def drain_and_count(pipeline, ledger, scenario, started):
         drain = time.monotonic() - stopped
         print(f"\n| {scenario} | {ledger.accepted} | {lost} | {reordered} | {drain:.1f} s |"
               f" (run {stopped - started:.0f} s, {ledger.retried} client retries)")
+        if lost:
+            await trace_lost(pipeline, ledger)
     assert (lost, reordered) == (0, 0)
+
+
+async def trace_lost(pipeline, ledger):
+    """Say where each lost update stands in the two topics (a diagnosis, printed)."""
+    actual = pipeline.properties()
+    missing = [(row, n) for row, count in ledger.sequences.items() for n in range(count)
+               if actual.get(row, {}).get(f"u{n}") != n]
+    for topic in ("subscription-updates", "rowstream-by-subscription"):
+        records = await pipeline.read_topic(topic)
+        for row, n in missing[:5]:
+            hits = [(r.partition, r.offset, r.timestamp) for r in records
+                    if f'"u{n}":{n}'.encode() in r.value and row[1].encode() in r.value]
+            print(f"lost {row[1]} u{n}: in {topic} at {hits}")
+    for worker in pipeline.workers:
+        print(f"--- {worker.log_path}: warnings\n" + "\n".join(
+            line[:200] for line in pipeline.log_tail(worker, 3_000_000).splitlines()
+            if "WARNING" in line or "ERROR" in line)[-3000:])
 
 
 async def test_worker_sigkilled_three_times_under_load(pipeline_factory):
@@ -113,3 +132,85 @@ async def test_sigterm_under_load_stops_within_30s_and_restarts_exact(pipeline_f
         await load
     print(f"\nSIGTERM under load: stopped in {stopped_in:.1f}s (exit code {worker.process.returncode})")
     await drain_and_count(pipeline, ledger, "SIGTERM under load, restart", started)
+
+
+@pytest.mark.long
+async def test_slow_shard_does_not_slow_the_other(stack, pipeline_factory):
+    from tests.integration.tcpproxy import Proxy
+
+    _, postgres = stack
+    with Proxy(postgres.port) as proxy:
+        pipeline = pipeline_factory(ports={1: proxy.port})
+        worker = pipeline.start_worker()
+        ledger = Ledger()
+        client = FailoverClient([worker.web_port], ledger)
+        started = time.monotonic()
+        load = asyncio.create_task(client.run(APPS, rows_per_app=200, batch=50, rate=1000))
+        try:
+            async with aiohttp.ClientSession() as session:
+                async def rate_of_shard0(seconds):
+                    before = await shard_rows_written(session, worker.web_port, 0)
+                    await asyncio.sleep(seconds)
+                    return (await shard_rows_written(session, worker.web_port, 0) - before) / seconds
+
+                await asyncio.sleep(5)
+                rate_fast = await rate_of_shard0(10)
+                proxy.delay = 0.2
+                await asyncio.sleep(2)
+                rate_slow = await rate_of_shard0(10)
+                proxy.delay = 0.0
+                await asyncio.sleep(3)
+        finally:
+            client.stop.set()
+            await load
+        print(f"\nshard 0 rows/s with shard 1 at full speed {rate_fast:.0f}, "
+              f"with 200 ms added to shard 1 {rate_slow:.0f}")
+        assert abs(rate_slow - rate_fast) <= 0.2 * rate_fast, (rate_fast, rate_slow)
+        await drain_and_count(pipeline, ledger, "shard 1 slowed by 200 ms", started)
+
+
+def assigned_internal(pipeline, worker) -> str:
+    """The internal-topic partitions of the worker's last assignment, from its log."""
+    topic = pipeline.topic("rowstream-by-subscription")
+    log = pipeline.log_tail(worker, 2_000_000)
+    last = log.rfind("Setting newly assigned partitions")
+    for line in log[last:].splitlines()[1:12] if last >= 0 else []:
+        if line.startswith(f"| {topic} "):
+            return line.split("|")[2].strip()
+    return "{}"
+
+
+@pytest.mark.long
+async def test_scale_out_and_in_under_load(pipeline_factory):
+    pipeline = pipeline_factory()
+    workers = [pipeline.start_worker(), pipeline.start_worker()]
+    ports = [w.web_port for w in workers]
+    ledger = Ledger()
+    client = FailoverClient(ports, ledger)
+    started = time.monotonic()
+    load = asyncio.create_task(client.run(APPS, rows_per_app=50, batch=50, rate=800))
+    steps = []
+
+    def show(step):
+        steps.append(f"{step}: " + ", ".join(
+            f"w{n} {assigned_internal(pipeline, w)}" for n, w in enumerate(workers)
+            if w.process.poll() is None))
+
+    try:
+        await asyncio.sleep(8)
+        show("2 workers")
+        workers[1].stop()
+        await asyncio.sleep(10)
+        show("w1 stopped")
+        workers[1] = pipeline.start_worker(port=ports[1])
+        await asyncio.sleep(10)
+        show("w1 back")
+        workers.append(pipeline.start_worker())
+        client.ports.append(workers[2].web_port)
+        await asyncio.sleep(12)
+        show("w2 added")
+    finally:
+        client.stop.set()
+        await load
+    print("\n" + "\n".join(steps))
+    await drain_and_count(pipeline, ledger, "scale 2 → 1 → 2 → 3 workers", started)

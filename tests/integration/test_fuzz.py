@@ -16,12 +16,10 @@ REQUESTS = int(os.environ.get("FUZZ_REQUESTS", "600"))
 
 
 @pytest.mark.parametrize("requests", [
-    pytest.param(10_000, marks=pytest.mark.faults, id="10k"),
+    pytest.param(10_000, marks=[pytest.mark.faults, pytest.mark.long], id="10k"),
     pytest.param(REQUESTS, id="smoke"),
 ])
-def test_fuzzed_requests_never_get_a_5xx(pipeline_factory, requests, request):
-    if requests == 10_000 and "faults" not in (request.config.getoption("-m") or ""):
-        pytest.skip("the 10,000-request run belongs to `make faults`")
+def test_fuzzed_requests_never_get_a_5xx(pipeline_factory, requests):
     pipeline = pipeline_factory()
     worker = pipeline.start_worker()
     base = f"http://127.0.0.1:{worker.web_port}"

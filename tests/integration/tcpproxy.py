@@ -1,0 +1,62 @@
+"""A TCP proxy the tests own, to slow down or cut one shard's connections (loopback only)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from deploy.local import free_port
+
+
+class Proxy:
+    """Forwards 127.0.0.1:port → 127.0.0.1:target, holding each client→server chunk ``delay``
+    seconds (one round trip per query: the query is delayed, the answer is not)."""
+
+    def __init__(self, target: int, delay: float = 0.0) -> None:
+        self.target = target
+        self.delay = delay
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> "Proxy":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the proxy did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(source, sink, delayed: bool) -> None:
+            try:
+                while chunk := await source.read(65536):
+                    if delayed and self.delay:
+                        await asyncio.sleep(self.delay)
+                    sink.write(chunk)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
