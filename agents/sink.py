@@ -1,7 +1,7 @@
 """Sink: internal topic → Postgres shards, batched, coalesced, idempotent.
 
 Input: ``rowstream-by-subscription`` (key subscription ID, partition in the app's shard block).
-Output: rows in the app's Postgres shard; one small stats record per batch.
+Output: rows in the app's Postgres shard; per-shard counts to the stats topic once a second.
 Guarantee: an event is acknowledged only after the transaction that applied it committed, so
 offsets are committed only past applied events; re-delivered events change nothing (version
 guard). A shard that fails holds only its own events (see ``app.writer``).
@@ -87,7 +87,6 @@ class Writers(Service):
             if counts:
                 self.counts[shard] = Counter()
                 await stats_topic.send(key=str(shard).encode(), value=orjson.dumps(dict(counts)))
-
 
 
 async def on_rejected(item: Item, error: str) -> None:

@@ -79,6 +79,13 @@ async def shard_rows_written(session, port, shard):
     return float(found.group(1)) if found else 0.0
 
 
+async def rows_per_second(session, port, shard, seconds):
+    """A shard's rows written per second over the next ``seconds``, from the worker's metrics."""
+    before = await shard_rows_written(session, port, shard)
+    await asyncio.sleep(seconds)
+    return (await shard_rows_written(session, port, shard) - before) / seconds
+
+
 async def test_shard_outage_holds_only_that_shard(pipeline_factory):
     pipeline = pipeline_factory()
     worker = pipeline.start_worker()
@@ -89,16 +96,11 @@ async def test_shard_outage_holds_only_that_shard(pipeline_factory):
     load = asyncio.create_task(client.run(APPS, rows_per_app=200, batch=50, rate=1000))
     try:
         async with aiohttp.ClientSession() as session:
-            async def rate_of_shard0(seconds):
-                before = await shard_rows_written(session, worker.web_port, 0)
-                await asyncio.sleep(seconds)
-                return (await shard_rows_written(session, worker.web_port, 0) - before) / seconds
-
             await asyncio.sleep(5)  # warm up
-            rate_before = await rate_of_shard0(8)
+            rate_before = await rows_per_second(session, worker.web_port, 0, 8)
             pipeline.hold_shard(1)
             outage_started = time.monotonic()
-            rate_during = await rate_of_shard0(25)
+            rate_during = await rows_per_second(session, worker.web_port, 0, 25)
             await asyncio.sleep(max(0.0, 30 - (time.monotonic() - outage_started)))
             pipeline.hold_shard(1, held=False)
             await asyncio.sleep(5)
@@ -148,16 +150,11 @@ async def test_slow_shard_does_not_slow_the_other(stack, pipeline_factory):
         load = asyncio.create_task(client.run(APPS, rows_per_app=200, batch=50, rate=1000))
         try:
             async with aiohttp.ClientSession() as session:
-                async def rate_of_shard0(seconds):
-                    before = await shard_rows_written(session, worker.web_port, 0)
-                    await asyncio.sleep(seconds)
-                    return (await shard_rows_written(session, worker.web_port, 0) - before) / seconds
-
                 await asyncio.sleep(5)
-                rate_fast = await rate_of_shard0(10)
+                rate_fast = await rows_per_second(session, worker.web_port, 0, 10)
                 proxy.delay = 0.2
                 await asyncio.sleep(2)
-                rate_slow = await rate_of_shard0(10)
+                rate_slow = await rows_per_second(session, worker.web_port, 0, 10)
                 proxy.delay = 0.0
                 await asyncio.sleep(3)
         finally:
