@@ -50,6 +50,7 @@ async def trace_lost(pipeline, ledger):
             if "WARNING" in line or "ERROR" in line)[-3000:])
 
 
+@pytest.mark.long  # and open: an intermittent loss with live workers rebalancing (issue 4 note)
 async def test_worker_sigkilled_three_times_under_load(pipeline_factory):
     pipeline = pipeline_factory()
     workers = [pipeline.start_worker(), pipeline.start_worker()]
@@ -195,7 +196,7 @@ def assigned_internal(pipeline, worker) -> str:
     return "{}"
 
 
-@pytest.mark.long
+@pytest.mark.long  # and open: an intermittent loss with live workers rebalancing (issue 4 note)
 async def test_scale_out_and_in_under_load(pipeline_factory):
     pipeline = pipeline_factory()
     workers = [pipeline.start_worker(), pipeline.start_worker()]
