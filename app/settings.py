@@ -10,6 +10,7 @@ The defaults run against the embedded stack (``make run``); point ``ROWSTREAM_BR
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from typing import Mapping
 from uuid import UUID
 
@@ -202,7 +203,7 @@ class Settings(BaseModel):
     def keys(self) -> tuple[str, ...]:
         return tuple(key for key, _ in self.scoped_keys)
 
-    @property
+    @cached_property  # read on every request: parse once
     def scoped_keys(self) -> tuple[tuple[str, frozenset[str] | None], ...]:
         """Each key with the app IDs it may touch (None: every app)."""
         found = []

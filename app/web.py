@@ -34,9 +34,9 @@ class ApiError(Exception):
         self.status, self.error, self.problems, self.headers = status, error, problems, headers
 
 
-def _authorize(request: Request, app_ids: Iterable[str] = ()) -> None:
-    """401 without a known key, 403 when the key is scoped and an app is outside its scope.
-    The key is compared with every configured key in constant time, and never logged."""
+def _authenticate(request: Request) -> Optional[frozenset[str]]:
+    """401 without a known key; else the key's app scope (None: every app). The key is compared
+    with every configured key in constant time, and never logged."""
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key:
@@ -50,6 +50,11 @@ def _authorize(request: Request, app_ids: Iterable[str] = ()) -> None:
             matched, scope = True, apps
     if not matched:
         raise ApiError(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+    return scope
+
+
+def _check_scope(scope: Optional[frozenset[str]], app_ids: Iterable[str]) -> None:
+    """403 when the key is scoped and an app is outside its scope."""
     if scope is not None:
         outside = sorted(set(app_ids) - scope)
         if outside:
@@ -124,9 +129,9 @@ class ApiView(View):
 @app.page("/v1/apps/{app_id}/subscriptions/{subscription_id}")
 class SubscriptionView(ApiView):
     async def patch(self, request: Request, app_id: str, subscription_id: str) -> Response:
-        _authorize(request)
+        scope = _authenticate(request)  # 401 before any 400
         app_id, subscription_id = _uuid(app_id, "app_id"), _uuid(subscription_id, "subscription_id")
-        _authorize(request, [app_id])
+        _check_scope(scope, [app_id])
         try:
             body = events.PatchBody.model_validate_json(await _body(request))
         except ValidationError as exc:
@@ -135,9 +140,9 @@ class SubscriptionView(ApiView):
         return self.json({"accepted": 1}, status=202)
 
     async def get(self, request: Request, app_id: str, subscription_id: str) -> Response:
-        _authorize(request)
+        scope = _authenticate(request)  # 401 before any 400
         app_id, subscription_id = _uuid(app_id, "app_id"), _uuid(subscription_id, "subscription_id")
-        _authorize(request, [app_id])
+        _check_scope(scope, [app_id])
         try:
             row = await shards.fetch(layout.shard_of_app(app_id), app_id, subscription_id)
         except Exception as exc:
@@ -152,12 +157,12 @@ class SubscriptionView(ApiView):
 @app.page("/v1/updates")
 class UpdatesView(ApiView):
     async def post(self, request: Request) -> Response:
-        _authorize(request)
+        scope = _authenticate(request)
         try:
             batch = events.BatchBody.validate_json(await _body(request))
         except ValidationError as exc:
             raise ApiError(400, "invalid request", events.problems_of(exc)) from None
-        _authorize(request, {str(update.app_id) for update in batch})
+        _check_scope(scope, {str(update.app_id) for update in batch})
         await _produce([
             (str(update.app_id), str(update.subscription_id), update.properties)
             for update in batch
