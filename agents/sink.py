@@ -4,7 +4,10 @@ Input: ``rowstream-by-subscription`` (key subscription ID, partition in the app'
 Output: rows in the app's Postgres shard; per-shard counts to the stats topic once a second.
 Guarantee: an event is acknowledged only after the transaction that applied it committed, so
 offsets are committed only past applied events; re-delivered events change nothing (version
-guard). A shard that fails holds only its own events (see ``app.writer``).
+guard). A shard that fails holds only its own events (see ``app.writer``). Events pass the
+delivery guard first (``app.delivery``): the writers' coalescing and version guard are safe for
+re-deliveries but not for skipped records, so an event delivered past a skipped record is dropped
+unacknowledged and the partition is read again from the skipped one.
 
 The agent does not use ``take()``: ``take_events`` acknowledges each batch as soon as the loop
 body returns and ``noack_take`` hands out values without their events, so neither lets a write
@@ -22,7 +25,7 @@ from typing import Any, Sequence
 import orjson
 from mode import Service
 
-from app import events, tracing
+from app import delivery, events, tracing
 from app.coalesce import Patch
 from app.deadletter import Coordinates, dead_letter
 from app.main import app, layout, settings, shards
@@ -43,7 +46,6 @@ class Writers(Service):
         super().__init__(**kwargs)
         self.counts = [Counter() for _ in settings.shards]
         self.errors_sent = [Counter() for _ in settings.shards]  # writer errors already sent
-        self.delivered: dict[int, int] = {}  # internal-topic partition → last offset received
         self.by_shard = [
             ShardWriter(
                 shard,
@@ -108,9 +110,10 @@ def on_backlog(shard: int, paused: bool) -> None:
     """Pause a held shard's partitions past the writer's high water; resume them once drained.
 
     Faust's fetcher silently skips records already fetched for a partition that is paused
-    while it walks a batch, and its position has moved past them; its gap tracking would later
-    commit past them too (a lost update, found by the shard-outage fault test). So resuming first
-    seeks each partition back to just after the last event this agent received from it.
+    while it walks a batch, and its position has moved past them (a lost update, found by the
+    shard-outage fault test). So resuming first seeks each partition back to the next offset the
+    delivery guard expects; the guard would also notice the skip at the partition's next event,
+    but an idle partition has none.
     """
     topic = by_subscription_topic.get_topic_name()
     wanted = set(layout.partitions_of_shard(shard))
@@ -126,14 +129,15 @@ def on_backlog(shard: int, paused: bool) -> None:
 
 async def _resume(tps: list) -> None:
     for tp in tps:
-        last = writers.delivered.get(tp.partition)
-        if last is not None:
-            await app.consumer.seek(tp, last + 1)
+        expected = guard.expected(tp.partition)
+        if expected is not None:
+            await delivery.seek(tp, expected)
     app.consumer.resume_partitions(tps)
 
 
 writers = Writers()
 app.service(writers)
+guard = delivery.for_topic(app, by_subscription_topic, "rowstream-by-subscription")
 
 
 @app.on_partitions_revoked.connect
@@ -143,21 +147,15 @@ async def forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
     if partitions:
         for writer in writers.by_shard:
             writer.forget(partitions)
-        for partition in partitions:
-            writers.delivered.pop(partition, None)
+        guard.forget(sorted(partitions))
 
 
 @app.agent(by_subscription_topic)
 async def sink(stream):
     async for event in stream.noack().events():
         message = event.message
-        last = writers.delivered.get(message.partition)
-        if last is not None and message.offset > last + 1:
-            # The internal topic is never compacted and has no transaction markers: a jump means
-            # records were skipped above us (diagnosis for the open loss of issue 4).
-            log.warning("internal partition %d: offsets jumped from %d to %d",
-                        message.partition, last, message.offset)
-        writers.delivered[message.partition] = message.offset
+        if not await guard.admit(message):
+            continue  # records before it were skipped; the guard is reading them again
         try:
             update = events.decode_versioned(event.value or b"")
         except events.InvalidEvent as exc:

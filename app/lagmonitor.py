@@ -29,6 +29,7 @@ from app import metrics
 from app.admin import bootstrap_servers
 from app.lag import PartitionLag
 from app.main import app, settings
+from app.offsets import group_offsets
 from app.topics import by_subscription_topic, lag_topic, updates_topic
 
 log = logging.getLogger("rowstream.lag")
@@ -136,15 +137,15 @@ class LagMonitor(Service):
     async def _committed(self, owned: list[TopicPartition]) -> dict[TopicPartition, Optional[int]]:
         """The group's committed offsets: the newer of this worker's own last commit (as Faust's
         monitor saw it) and what the broker said when the partition was assigned here (asked once
-        per assignment, partition by partition: some brokers truncate the answer for 'all
-        partitions'). Committed offsets only grow, so the newer of two true values is current."""
+        per assignment, see app.offsets). Committed offsets only grow, so the newer of two true
+        values is current."""
         own_commits = {(tp.topic, tp.partition): offset
                        for tp, offset in app.monitor.tp_committed_offsets.items()}
         result: dict[TopicPartition, Optional[int]] = {}
-        assert self._side is not None
+        unknown = [tp for tp in owned if tp not in self._broker_committed]
+        if unknown:
+            self._broker_committed.update(await group_offsets.committed(unknown))
         for tp in owned:
-            if tp not in self._broker_committed:
-                self._broker_committed[tp] = await self._side.committed(tp)
             known = [o for o in (own_commits.get((tp.topic, tp.partition)),
                                  self._broker_committed[tp]) if o is not None]
             result[tp] = max(known) if known else None

@@ -68,3 +68,9 @@ DEAD_LETTERS = Counter(
     "Events sent to the dead-letter topic, by reason.",
     ["reason"], registry=REGISTRY,
 )
+READ_AGAIN = Counter(
+    "rowstream_consumer_skips",
+    "Times the consumer delivered a record past one it had skipped, and the agent read the "
+    "partition again from the skipped one (see app/ordering.py), by topic.",
+    ["topic"], registry=REGISTRY,
+)

@@ -43,7 +43,11 @@ def cluster_lag() -> list[PartitionLag]:
     """The newest report of every partition, from every worker's last snapshot."""
     newest: dict[tuple[str, int], PartitionLag] = {}
     for raw in snapshots.values():
-        for entry in orjson.loads(raw)["partitions"]:
+        try:
+            entries = orjson.loads(raw)["partitions"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue  # not a snapshot (e.g. an empty value left by a table restore): skip it
+        for entry in entries:
             lag = PartitionLag(**entry)
             key = (lag.topic, lag.partition)
             if key not in newest or newest[key].reported_at < lag.reported_at:

@@ -1,0 +1,95 @@
+"""The consumer group's committed offsets, asked of the broker by a client outside the group.
+
+Faust's own view of them is not usable for this: it is filled in only once Faust has sought to
+the committed offsets after a rebalance, and events can arrive before that (``app.ordering``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable, Iterable, Optional, TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from mode import Service
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+
+from app.admin import bootstrap_servers
+from app.main import app, settings
+
+log = logging.getLogger("rowstream.offsets")
+T = TypeVar("T")
+
+
+class GroupOffsets(Service):
+    """One OffsetFetch per partition, concurrently (tansu truncates the answer for "all
+    partitions"); retried with capped backoff while the broker does not answer."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self._client: Optional[AIOKafkaConsumer] = None
+        self._connecting = asyncio.Lock()
+
+    async def _connect(self) -> AIOKafkaConsumer:
+        async with self._connecting:
+            if self._client is None:
+                client = AIOKafkaConsumer(
+                    bootstrap_servers=bootstrap_servers(settings.broker),
+                    group_id=settings.group_id,  # to read the group's offsets; never joins it
+                    enable_auto_commit=False,
+                    client_id=f"{settings.group_id}-offsets",
+                )
+                await client.start()
+                self._client = client
+            return self._client
+
+    async def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, Optional[int]]:
+        """The group's committed offset of each partition (None: nothing committed yet)."""
+        wanted = list(partitions)
+
+        async def ask(client: AIOKafkaConsumer) -> dict[TopicPartition, Optional[int]]:
+            answers = await asyncio.gather(*(client.committed(tp) for tp in wanted))
+            return dict(zip(wanted, answers))
+
+        return await self._retrying(ask)
+
+    async def starts(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where a consumer of the group starts each partition: its committed offset, or the
+        first offset still in the log when nothing was committed or retention deleted past it."""
+        wanted = list(partitions)
+
+        async def ask(client: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+            committed = await asyncio.gather(*(client.committed(tp) for tp in wanted))
+            first = await client.beginning_offsets(wanted)
+            return {tp: max(c, first[tp]) if c is not None else first[tp]
+                    for tp, c in zip(wanted, committed)}
+
+        return await self._retrying(ask)
+
+    async def _retrying(self, ask: Callable[[AIOKafkaConsumer], Awaitable[T]]) -> T:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((KafkaError, OSError, asyncio.TimeoutError)),
+            wait=wait_random_exponential(multiplier=0.1, max=5.0),
+            before_sleep=_log_retry,
+        ):
+            with attempt:
+                return await asyncio.wait_for(ask(await self._connect()), timeout=10.0)
+        raise AssertionError("unreachable: AsyncRetrying retries until it returns")
+
+    async def on_stop(self) -> None:
+        if self._client is not None:
+            await self._client.stop()
+
+
+def _log_retry(state: RetryCallState) -> None:
+    assert state.outcome is not None and state.next_action is not None
+    log.warning("reading the group's committed offsets failed (attempt %d): %r; retrying in %.1fs",
+                state.attempt_number, state.outcome.exception(), state.next_action.sleep)
+
+
+group_offsets = GroupOffsets()
+app.service(group_offsets)
+
+
+__all__ = ["GroupOffsets", "group_offsets"]

@@ -1,0 +1,68 @@
+"""Checked in-order delivery: an agent hands an event on only if no record before it was skipped.
+
+Both agents rely on reading each partition "from the committed offset on, in order, possibly
+going back": the repartition forwards every update in order, and the sink's coalescing and version
+guard turn re-deliveries into no-ops. A record *skipped* breaks that: the sink would apply a later
+update of a row first, and the version guard would then refuse the skipped one forever.
+
+Faust 0.15.3 does skip records around rebalances (found by the fault tests; Faust issues #216,
+#221 and #236 describe the same family): when a worker keeps or regains a partition, records
+prefetched from a position past the committed offset can reach the agent before Faust seeks back,
+and its fetch loop then drops the records in between as already read. Our topics are never
+compacted and carry no transaction markers, so their offsets are contiguous and any jump is such a
+skip. ``InOrder`` notices it; the caller drops the event unacknowledged and reads the partition
+again from the offset that is missing (``app.delivery``).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+
+class InOrder:
+    """Per partition, the next offset that may be handed on.
+
+    ``begin`` sets it to the group's committed offset when the partition (re)starts; every handed
+    on event moves it past itself. An event at or before it is a re-delivery (a rewind to an
+    earlier offset, Faust's or ours): handed on, since the sink must write it after what it already
+    holds, and harmless, since the writes are idempotent. An event after it means records were
+    skipped: not handed on, and ``admit`` answers the offset to read again from.
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[int, int] = {}
+        self._started: set[int] = set()
+
+    def started(self, partition: int) -> bool:
+        return partition in self._started
+
+    def begin(self, partition: int, committed: Optional[int]) -> None:
+        """Start a partition at the group's committed offset (None: nothing committed yet, so
+        the first offset delivered is taken as the start; the log may begin after 0)."""
+        self._started.add(partition)
+        if committed is None:
+            self._next.pop(partition, None)
+        else:
+            self._next[partition] = committed
+
+    def admit(self, partition: int, offset: int) -> Optional[int]:
+        """None: hand the event on. Otherwise the offset to read the partition again from."""
+        expected = self._next.get(partition)
+        if expected is not None and offset > expected:
+            return expected
+        if expected is None or offset == expected:
+            self._next[partition] = offset + 1
+        return None
+
+    def expected(self, partition: int) -> Optional[int]:
+        """The next offset to hand on (None before the first one when nothing was committed)."""
+        return self._next.get(partition)
+
+    def forget(self, partitions: Optional[Iterable[int]] = None) -> None:
+        """Forget partitions (all when None): they start again at their committed offset."""
+        for partition in list(self._started) if partitions is None else partitions:
+            self._started.discard(partition)
+            self._next.pop(partition, None)
+
+
+__all__ = ["InOrder"]
