@@ -23,7 +23,7 @@ import click
 import orjson
 from faust.cli import argument, option
 
-from app import events
+from app import auth, events
 from app.admin import TopicError, bootstrap_servers, ensure_topics
 from app.inspection import Filter, Seen, parse_time, top_talkers
 from app.main import app, layout, settings
@@ -162,13 +162,17 @@ async def traffic(self: Any, since: str, until: Optional[str], window: float, to
 
 @app.command(
     option("--url", help="a worker's base URL (default: this machine's ROWSTREAM_WEB_PORT)"),
+    option("--api-key", help="an unscoped API key (default: the first one in ROWSTREAM_API_KEYS)"),
 )
 @_interrupted
-async def lag(self: Any, url: Optional[str]) -> None:
+async def lag(self: Any, url: Optional[str], api_key: Optional[str]) -> None:
     """Print the cluster's message lag and time lag per partition and shard (GET /lag/)."""
     base = (url or f"http://127.0.0.1:{settings.web_port}").rstrip("/")
+    key = api_key or next((k for k, apps in settings.scoped_keys if apps is None), "")
+    headers = {"Authorization": f"Bearer {key}"}
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15),
+                                         headers=headers) as session:
             async with session.get(f"{base}/lag/?format=text") as response:
                 body = await response.text()
                 if response.status != 200:
@@ -187,10 +191,13 @@ async def lag(self: Any, url: Optional[str]) -> None:
     option("--dry-run", is_flag=True, default=False, help="say what would be redriven; send nothing"),
     option("--timeout", type=float, default=60.0, show_default=True,
            help="stop reading after this many seconds"),
+    option("--api-key", help="required: an unscoped key of ROWSTREAM_API_KEYS (a redrive writes "
+                             "updates of any app, like the API)"),
 )
 @_interrupted
 async def dlq(self: Any, action: str, reason: Optional[str], app_id: Optional[str],
-              since: Optional[str], limit: int, dry_run: bool, timeout: float) -> None:
+              since: Optional[str], limit: int, dry_run: bool, timeout: float,
+              api_key: Optional[str]) -> None:
     """Dead-letter actions. `dlq redrive`: send matching dead letters back to the update topic.
 
     Only letters that are valid updates now are sent (to their app's partition, with a new
@@ -199,6 +206,12 @@ async def dlq(self: Any, action: str, reason: Optional[str], app_id: Optional[st
     """
     if action != "redrive":
         raise self.UsageError(f"unknown action {action!r}; the action is: redrive")
+    if not api_key:
+        raise self.UsageError("dlq redrive needs --api-key: an unscoped key of ROWSTREAM_API_KEYS")
+    try:
+        auth.require_admin(f"Bearer {api_key}", settings.scoped_keys)
+    except auth.Refused as exc:
+        raise self.UsageError(f"--api-key: {exc.error}") from None
     from aiokafka import AIOKafkaProducer
 
     start, _ = _window(self, since, None)

@@ -22,7 +22,8 @@ from typing import Optional
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from faust.exceptions import NotReady
 from mode import Service
 
 from app import metrics
@@ -47,6 +48,7 @@ class LagMonitor(Service):
         self.interval = interval
         self.latest: dict[TopicPartition, PartitionLag] = {}
         self.last_success: Optional[float] = None
+        self.failing = False  # the last round failed (logged once until one succeeds)
         self._side: Optional[AIOKafkaConsumer] = None
         self._assigned: set[TopicPartition] = set()
         self._broker_committed: dict[TopicPartition, Optional[int]] = {}
@@ -72,8 +74,17 @@ class LagMonitor(Service):
             return
         try:
             await asyncio.wait_for(self.refresh(), timeout=max(10.0, 3 * self.interval))
+        except NotReady:
+            pass  # the worker is starting or stopping: its producer is not running
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
-            log.warning("lag refresh failed: %r", exc)
+            if not self.failing:
+                log.warning("lag refresh failed: %r (the worker reports not ready until it works "
+                            "again; repeats are not logged)", exc)
+            self.failing = True
+        else:
+            if self.failing:
+                log.info("lag refresh works again")
+            self.failing = False
 
     def owned(self) -> list[TopicPartition]:
         watched = {updates_topic.get_topic_name(), by_subscription_topic.get_topic_name()}
@@ -118,6 +129,8 @@ class LagMonitor(Service):
                         oldest[tp] = records[0].timestamp / 1000.0
                 if all((side.last_poll_timestamp(tp) or 0) >= started_ms for tp in owned):
                     break
+            else:  # not every partition was fetched: nothing measured is current
+                raise KafkaConnectionError("the broker did not answer the lag round's fetches")
         finally:
             side.pause(*owned)
         now = time.time()

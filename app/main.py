@@ -12,8 +12,8 @@ from pathlib import Path
 
 import faust
 
+from app import auth, tracing
 from app import settings as settings_module
-from app import tracing
 from app.partitioning import Layout
 from app.shards import Shards
 
@@ -56,6 +56,8 @@ app = faust.App(
     # With the memory store nothing persists across restarts, so there is nothing it protects.
     recovery_consistency_check=False,
     web_port=settings.web_port,
+    # Every page but the public ones and the /v1/ API (which checks keys itself) needs a key.
+    web_application_options={"middlewares": [auth.admin_guard(lambda: settings.scoped_keys)]},
     web_bind=settings.web_bind,
     **({"web_host": "127.0.0.1"} if settings.web_bind in ("127.0.0.1", "localhost") else {}),
 )

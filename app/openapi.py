@@ -44,7 +44,8 @@ ERROR = {
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "invalid request", 401: "missing or unknown API key", 403: "key not allowed",
-            404: "no such row", 413: "body over 1 MiB",
+            404: "no such row", 408: "body not sent within ROWSTREAM_BODY_TIMEOUT",
+            413: "body over 1 MiB",
             503: "broker or shard unavailable; retry after Retry-After seconds"}
     return {str(code): {"description": text[code], "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}} for code in codes}
@@ -81,7 +82,7 @@ def document() -> dict[str, Any]:
                         "type": "object", "additionalProperties": False, "required": ["properties"],
                         "properties": {"properties": {"$ref": "#/components/schemas/Properties"}}}}}},
                     "responses": {"202": {"description": "accepted (durable in Kafka)", "content": {
-                        "application/json": {"schema": accepted}}}, **_errors(400, 401, 403, 413, 503)},
+                        "application/json": {"schema": accepted}}}, **_errors(400, 401, 403, 408, 413, 503)},
                 },
                 "get": {
                     "summary": "Read one row as stored in its shard",
@@ -100,7 +101,7 @@ def document() -> dict[str, Any]:
                         "type": "array", "maxItems": events.MAX_ITEMS,
                         "items": {"$ref": "#/components/schemas/Update"}}}}},
                     "responses": {"202": {"description": "all accepted (durable in Kafka)", "content": {
-                        "application/json": {"schema": accepted}}}, **_errors(400, 401, 403, 413, 503)},
+                        "application/json": {"schema": accepted}}}, **_errors(400, 401, 403, 408, 413, 503)},
                 },
             },
         },

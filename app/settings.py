@@ -129,6 +129,10 @@ class Settings(BaseModel):
         10.0, gt=0, le=300,
         description="ROWSTREAM_PRODUCE_TIMEOUT: seconds ingest waits for the broker ack before 503",
     )
+    body_timeout: float = Field(
+        10.0, gt=0, le=300,
+        description="ROWSTREAM_BODY_TIMEOUT: seconds a client has to send a request body (then 408)",
+    )
     session_timeout: float = Field(
         10.0, gt=0, le=300,
         description="ROWSTREAM_SESSION_TIMEOUT: consumer session timeout (s); short for the dev broker",

@@ -189,6 +189,7 @@ Try:
        {base}/v1/apps/0f8fad5b-d9cb-469f-a165-70867728950e/subscriptions/7c9e6679-7425-40de-944b-e07fc1f90ae7
   curl -H 'Authorization: Bearer {key}' \\
        {base}/v1/apps/0f8fad5b-d9cb-469f-a165-70867728950e/subscriptions/7c9e6679-7425-40de-944b-e07fc1f90ae7
+  curl -H 'Authorization: Bearer {key}' '{base}/lag/?format=text'     (web views need the key too)
 
 Ctrl-C stops everything.
 """, flush=True)

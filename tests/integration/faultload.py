@@ -13,10 +13,11 @@ Update number n of a row (its per-row sequence) sets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import AsyncIterator, Optional
 
 import aiohttp
 
@@ -84,6 +85,7 @@ class FailoverClient:
         self.ports = ports
         self.ledger = ledger
         self.stop = asyncio.Event()
+        self.started = time.monotonic()
 
     async def run(self, apps: list[str], rows_per_app: int, batch: int, rate: Optional[float],
                   seed: int = 1, total: Optional[int] = None) -> None:
@@ -135,3 +137,16 @@ class FailoverClient:
                 raise AssertionError("no worker accepted a request for 120 s")
             worker += 1
             await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def load(ports: list[int], apps: list[str], **run: object) -> AsyncIterator[FailoverClient]:
+    """Send load (``FailoverClient.run(apps, **run)``) while the block runs; stop it and wait for
+    the last request when it ends. The client's ``ledger`` holds what was accepted."""
+    client = FailoverClient(list(ports), Ledger())
+    sending = asyncio.create_task(client.run(apps, **run))  # type: ignore[arg-type]
+    try:
+        yield client
+    finally:
+        client.stop.set()
+        await sending

@@ -83,10 +83,14 @@ async def test_inspect_traffic_lag_and_redrive(pipeline_factory):
     assert letter["headers"]["rowstream-reason"] == "misrouted"
     assert int(letter["headers"]["rowstream-partition"]) == wrong
 
-    code, out, _ = run(pipeline, "dlq", "redrive", "--reason", "misrouted", "--dry-run")
+    for key_args, problem in (([], "needs --api-key"), (["--api-key", "nope"], "unknown API key")):
+        code, out, err = run(pipeline, "dlq", "redrive", "--reason", "misrouted", *key_args)
+        assert code == 2 and problem in err and "Traceback" not in err, err
+    code, out, _ = run(pipeline, "dlq", "redrive", "--reason", "misrouted", "--dry-run",
+                       "--api-key", "test-key")
     assert code == 0 and "1 dead letter(s) would be redriven" in out
     assert fixed_row not in pipeline.properties()
-    code, out, _ = run(pipeline, "dlq", "redrive", "--reason", "misrouted")
+    code, out, _ = run(pipeline, "dlq", "redrive", "--reason", "misrouted", "--api-key", "test-key")
     assert code == 0 and "redrove 1 dead letter(s)" in out
     await pipeline.wait_for_rows({**model.rows, fixed_row: {"redriven": True}}, 60,
                                  "the redriven update to be applied")

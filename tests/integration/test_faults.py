@@ -10,16 +10,17 @@ import time
 import aiohttp
 import pytest
 
-from tests.integration.faultload import FailoverClient, Ledger, count_anomalies
-from tests.integration.helpers import eventually
+from tests.integration.faultload import count_anomalies, load
+from tests.integration.helpers import AUTH, eventually
 
 APPS = ["17000000-0000-4000-8000-000000000001", "9e000000-0000-4000-8000-000000000002"]
 
 pytestmark = pytest.mark.faults
 
 
-async def drain_and_count(pipeline, ledger, scenario, started):
+async def drain_and_count(pipeline, client, scenario):
     """Wait (bounded) for the rows to equal what was accepted; report and assert 0 / 0."""
+    ledger, started = client.ledger, client.started
     stopped = time.monotonic()
     try:
         await pipeline.wait_for_rows(ledger.rows, 240, f"{scenario}: the pipeline to drain")
@@ -50,17 +51,12 @@ async def trace_lost(pipeline, ledger):
             if "WARNING" in line or "ERROR" in line)[-3000:])
 
 
-@pytest.mark.long  # and open: an intermittent loss with live workers rebalancing (issue 4 note)
 async def test_worker_sigkilled_three_times_under_load(pipeline_factory):
     pipeline = pipeline_factory()
     workers = [pipeline.start_worker(), pipeline.start_worker()]
     ports = [w.web_port for w in workers]
-    ledger = Ledger()
-    client = FailoverClient(ports, ledger)
-    started = time.monotonic()
-    load = asyncio.create_task(client.run(APPS, rows_per_app=50, batch=50, rate=800))
     rng = random.Random(4)
-    try:
+    async with load(ports, APPS, rows_per_app=50, batch=50, rate=800) as client:
         for _ in range(3):
             await asyncio.sleep(rng.uniform(4, 8))
             victim = rng.randrange(2)
@@ -68,10 +64,7 @@ async def test_worker_sigkilled_three_times_under_load(pipeline_factory):
             await asyncio.sleep(rng.uniform(1, 3))
             workers[victim] = pipeline.start_worker(port=ports[victim])
         await asyncio.sleep(5)
-    finally:
-        client.stop.set()
-        await load
-    await drain_and_count(pipeline, ledger, "worker SIGKILL x3 (2 workers)", started)
+    await drain_and_count(pipeline, client, "worker SIGKILL x3 (2 workers)")
 
 
 async def shard_events_applied(session, port, shard):
@@ -107,38 +100,27 @@ async def test_shard_outage_holds_only_that_shard(pipeline_factory):
     pipeline = pipeline_factory()
     worker = pipeline.start_worker()
     assert [pipeline.layout.shard_of_app(a) for a in APPS] == [0, 1]
-    ledger = Ledger()
-    client = FailoverClient([worker.web_port], ledger)
-    started = time.monotonic()
-    load = asyncio.create_task(client.run(APPS, rows_per_app=200, batch=50, rate=1000))
-    try:
-        async with aiohttp.ClientSession() as session:
-            await asyncio.sleep(5)
-            await caught_up(session, worker.web_port, 0)
-            rate_before = await events_per_second(session, worker.web_port, 0, 8)
-            pipeline.hold_shard(1)
-            outage_started = time.monotonic()
-            rate_during = await events_per_second(session, worker.web_port, 0, 25)
-            await asyncio.sleep(max(0.0, 30 - (time.monotonic() - outage_started)))
-            pipeline.hold_shard(1, held=False)
-            await asyncio.sleep(5)
-    finally:
-        client.stop.set()
-        await load
+    async with load([worker.web_port], APPS, rows_per_app=200, batch=50, rate=1000) as client, \
+            aiohttp.ClientSession(headers=AUTH) as session:
+        await asyncio.sleep(5)
+        await caught_up(session, worker.web_port, 0)
+        rate_before = await events_per_second(session, worker.web_port, 0, 8)
+        pipeline.hold_shard(1)
+        outage_started = time.monotonic()
+        rate_during = await events_per_second(session, worker.web_port, 0, 25)
+        await asyncio.sleep(max(0.0, 30 - (time.monotonic() - outage_started)))
+        pipeline.hold_shard(1, held=False)
+        await asyncio.sleep(5)
     print(f"\nshard 0 events/s before the outage {rate_before:.0f}, during {rate_during:.0f}")
     assert rate_during >= rate_before / 2, (rate_before, rate_during)
-    await drain_and_count(pipeline, ledger, "shard 1 unreachable 30 s", started)
+    await drain_and_count(pipeline, client, "shard 1 unreachable 30 s")
 
 
 async def test_sigterm_under_load_stops_within_30s_and_restarts_exact(pipeline_factory):
     pipeline = pipeline_factory()
     worker = pipeline.start_worker()
     port = worker.web_port
-    ledger = Ledger()
-    client = FailoverClient([port], ledger)
-    started = time.monotonic()
-    load = asyncio.create_task(client.run(APPS, rows_per_app=50, batch=100, rate=1500))
-    try:
+    async with load([port], APPS, rows_per_app=50, batch=100, rate=1500) as client:
         await asyncio.sleep(6)
         stopping = time.monotonic()
         worker.stop(timeout=45)
@@ -147,11 +129,8 @@ async def test_sigterm_under_load_stops_within_30s_and_restarts_exact(pipeline_f
         assert stopped_in < 30, f"the worker took {stopped_in:.1f}s to stop"
         pipeline.start_worker(port=port)
         await asyncio.sleep(4)
-    finally:
-        client.stop.set()
-        await load
     print(f"\nSIGTERM under load: stopped in {stopped_in:.1f}s (exit code {worker.process.returncode})")
-    await drain_and_count(pipeline, ledger, "SIGTERM under load, restart", started)
+    await drain_and_count(pipeline, client, "SIGTERM under load, restart")
 
 
 @pytest.mark.long
@@ -162,27 +141,20 @@ async def test_slow_shard_does_not_slow_the_other(stack, pipeline_factory):
     with Proxy(postgres.port) as proxy:
         pipeline = pipeline_factory(ports={1: proxy.port})
         worker = pipeline.start_worker()
-        ledger = Ledger()
-        client = FailoverClient([worker.web_port], ledger)
-        started = time.monotonic()
-        load = asyncio.create_task(client.run(APPS, rows_per_app=200, batch=50, rate=1000))
-        try:
-            async with aiohttp.ClientSession() as session:
-                await asyncio.sleep(5)
-                await caught_up(session, worker.web_port, 0)
-                rate_fast = await events_per_second(session, worker.web_port, 0, 10)
-                proxy.delay = 0.2
-                await asyncio.sleep(2)
-                rate_slow = await events_per_second(session, worker.web_port, 0, 10)
-                proxy.delay = 0.0
-                await asyncio.sleep(3)
-        finally:
-            client.stop.set()
-            await load
+        async with load([worker.web_port], APPS, rows_per_app=200, batch=50, rate=1000) as client, \
+                aiohttp.ClientSession(headers=AUTH) as session:
+            await asyncio.sleep(5)
+            await caught_up(session, worker.web_port, 0)
+            rate_fast = await events_per_second(session, worker.web_port, 0, 10)
+            proxy.delay = 0.2
+            await asyncio.sleep(2)
+            rate_slow = await events_per_second(session, worker.web_port, 0, 10)
+            proxy.delay = 0.0
+            await asyncio.sleep(3)
         print(f"\nshard 0 events/s with shard 1 at full speed {rate_fast:.0f}, "
               f"with 200 ms added to shard 1 {rate_slow:.0f}")
         assert abs(rate_slow - rate_fast) <= 0.2 * rate_fast, (rate_fast, rate_slow)
-        await drain_and_count(pipeline, ledger, "shard 1 slowed by 200 ms", started)
+        await drain_and_count(pipeline, client, "shard 1 slowed by 200 ms")
 
 
 def assigned_internal(pipeline, worker) -> str:
@@ -196,15 +168,10 @@ def assigned_internal(pipeline, worker) -> str:
     return "{}"
 
 
-@pytest.mark.long  # and open: an intermittent loss with live workers rebalancing (issue 4 note)
 async def test_scale_out_and_in_under_load(pipeline_factory):
     pipeline = pipeline_factory()
     workers = [pipeline.start_worker(), pipeline.start_worker()]
     ports = [w.web_port for w in workers]
-    ledger = Ledger()
-    client = FailoverClient(ports, ledger)
-    started = time.monotonic()
-    load = asyncio.create_task(client.run(APPS, rows_per_app=50, batch=50, rate=800))
     steps = []
 
     def show(step):
@@ -212,7 +179,7 @@ async def test_scale_out_and_in_under_load(pipeline_factory):
             f"w{n} {assigned_internal(pipeline, w)}" for n, w in enumerate(workers)
             if w.process.poll() is None))
 
-    try:
+    async with load(ports, APPS, rows_per_app=50, batch=50, rate=800) as client:
         await asyncio.sleep(8)
         show("2 workers")
         workers[1].stop()
@@ -225,8 +192,54 @@ async def test_scale_out_and_in_under_load(pipeline_factory):
         client.ports.append(workers[2].web_port)
         await asyncio.sleep(12)
         show("w2 added")
-    finally:
-        client.stop.set()
-        await load
     print("\n" + "\n".join(steps))
-    await drain_and_count(pipeline, ledger, "scale 2 → 1 → 2 → 3 workers", started)
+    await drain_and_count(pipeline, client, "scale 2 → 1 → 2 → 3 workers")
+
+
+POISON = [  # (reason, value): what a producer that bypasses the API might write
+    ("undecodable", b"\xff\xfe not json"),
+    ("undecodable", None),  # a tombstone
+    ("invalid", b'{"app_id": "not-a-uuid", "subscription_id": "x", "properties": {}}'),
+    ("invalid", b'{"app_id": "%s", "subscription_id": "%s", "properties": {"a": [1]}}'),
+    ("invalid", b'{"app_id": "%s", "subscription_id": "%s", "properties": {}, "surprise": 1}'),
+    ("invalid", b'{"app_id": "%s", "subscription_id": "%s", "properties": {"big": "'
+     + b"x" * 5000 + b'"}}'),
+]
+
+
+async def test_poison_under_load_is_dead_lettered_and_the_partitions_keep_flowing(pipeline_factory):
+    pipeline = pipeline_factory()
+    worker = pipeline.start_worker()
+    topic = pipeline.topic("subscription-updates")
+    sent = []  # (reason, partition, offset)
+    producer = pipeline.producer()
+    await producer.start()
+    try:
+        async with load([worker.web_port], APPS, rows_per_app=50, batch=50, rate=1000) as client:
+            await asyncio.sleep(3)
+            for n in range(60):
+                app_id = APPS[n % 2]
+                reason, value = POISON[n % len(POISON)]
+                if value is not None and b"%s" in value:
+                    value = value % (app_id.encode(), f"{app_id[:8]}-0000-4000-8000-000000000bad".encode())
+                partition = pipeline.layout.source_partition(app_id)
+                meta = await producer.send_and_wait(topic, value, key=app_id.encode(), partition=partition)
+                sent.append((reason, partition, meta.offset))
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(2)
+    finally:
+        await producer.stop()
+    await drain_and_count(pipeline, client, f"{len(sent)} poison events among the load")
+
+    async def all_dead_lettered():
+        return len(await pipeline.read_topic("rowstream-dead-letters")) >= len(sent)
+
+    await eventually(all_dead_lettered, 60, "every poison event in the dead-letter topic")
+    letters = []
+    for record in await pipeline.read_topic("rowstream-dead-letters"):
+        headers = {name: value.decode() for name, value in record.headers}
+        assert headers["rowstream-topic"] == topic and headers["rowstream-error"]
+        letters.append((headers["rowstream-reason"], int(headers["rowstream-partition"]),
+                        int(headers["rowstream-offset"])))
+    # at-least-once: a re-read could dead-letter an event twice, never lose or invent one
+    assert set(letters) == set(sent)

@@ -1,9 +1,11 @@
 """Bad HTTP input against a live worker: a clear JSON error for every 4xx, and nothing produced."""
 
+import asyncio
+
 import aiohttp
 import pytest
 
-from tests.integration.helpers import AUTH
+from tests.integration.helpers import AUTH, eventually
 
 APP = "0f8fad5b-d9cb-469f-a165-70867728950e"
 SUB = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
@@ -85,20 +87,117 @@ async def test_health_and_openapi(api):
     assert set(document["paths"]) == {"/v1/apps/{app_id}/subscriptions/{subscription_id}", "/v1/updates"}
 
 
-async def test_broker_down_means_503_with_retry_after_never_202(stack, pipeline_factory, tmp_path):
+async def test_admin_views_need_an_unscoped_key_and_probes_stay_open(api):
+    _, session = api
+    for path in ("/lag/", "/shards/", "/router/"):  # rowstream's views and Faust's own
+        _, body = await call(session, "GET", path, 401, headers={})
+        assert body == {"error": "missing bearer key: send 'Authorization: Bearer <key>'"}
+        await call(session, "GET", path, 401, headers={"Authorization": "Bearer wrong"})
+        _, body = await call(session, "GET", path, 403, headers=SCOPED)
+        assert "unscoped" in body["error"]
+        async def answers(path=path):
+            async with session.get(path, headers=AUTH) as response:
+                return response.status == 200  # 503 while the worker's tables are starting
+
+        await eventually(answers, 60, f"{path} to answer with an unscoped key")
+    for path in ("/healthz", "/metrics", "/openapi.json"):
+        async with session.get(path) as response:
+            assert response.status == 200, path
+    async with session.get("/readyz") as response:
+        assert response.status in (200, 503)  # open to probes; ready or not is another test
+
+
+async def test_broker_down_means_503_and_not_ready_then_recovers_without_a_restart(
+        stack, pipeline_factory, tmp_path):
     from deploy.local import Broker, free_port
 
-    own_broker = Broker(tmp_path / "own-broker", free_port())
+    port = free_port()
+    own_broker = Broker(tmp_path / "own-broker", port)
     own_broker.start()
     try:
-        pipeline = pipeline_factory(broker=own_broker.url, produce_timeout="2")
+        pipeline = pipeline_factory(broker=own_broker.url, produce_timeout="2", lag_interval="1")
         worker = pipeline.start_worker()
         async with aiohttp.ClientSession(f"http://127.0.0.1:{worker.web_port}") as session:
+            async def ready():
+                async with session.get("/readyz") as response:
+                    return response.status == 200
+
+            await eventually(ready, 60, "the worker to be ready")
             await call(session, "PATCH", ROW, 202, json={"properties": {"a": 1}})
             own_broker.kill()
             response, body = await call(session, "PATCH", ROW, 503, json={"properties": {"a": 2}})
             assert response.headers["Retry-After"] == "1"
             assert "retry" in body["error"]
-        worker.kill()  # a worker without its broker waits long for it on a graceful stop
+
+            async def not_ready():
+                async with session.get("/readyz") as response:
+                    body = await response.json()
+                    return response.status == 503 and body["broker"] is False
+
+            await eventually(not_ready, 30, "/readyz to report the broker down")
+
+            # The same broker back (memory storage: its topics are gone, so make them again).
+            own_broker = Broker(tmp_path / "own-broker", port)
+            own_broker.start()
+            pipeline.create_topics()
+
+            async def accepted():
+                async with session.patch(ROW, headers=AUTH, json={"properties": {"a": 3}}) as response:
+                    return response.status == 202
+
+            await eventually(accepted, 90, "the API to accept updates again")
+            await eventually(ready, 60, "the worker to be ready again")
+            await pipeline.wait_for_rows({(APP, SUB): {"a": 3}}, 90, "the update to be applied")
+        worker.kill()  # its state from before the broker restart is not worth a graceful stop
     finally:
         own_broker.stop()
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+async def test_slow_and_huge_clients_cost_bounded_time_and_memory(pipeline_factory):
+    pipeline = pipeline_factory(body_timeout="1")
+    worker = pipeline.start_worker()
+    port = worker.web_port
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+        async def up():
+            async with session.patch(ROW, headers=AUTH, json={"properties": {"a": 0}}) as response:
+                return response.status == 202
+
+        await eventually(up, 60, "the worker to accept updates")
+        before = rss_bytes(worker.process.pid)
+
+        # Slow: the headers promise 1,000 bytes of body, 10 come, then nothing.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"PATCH {ROW} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                     '{"propert'.encode())
+        await writer.drain()
+        await call(session, "PATCH", ROW, 202, json={"properties": {"a": 1}})  # others are served
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        assert b" 408 " in status_line, status_line
+        writer.close()
+
+        # Huge: 20 clients at once stream 5 MiB each without a Content-Length (chunked).
+        async def huge_body():
+            for _ in range(80):
+                yield b" " * 65536
+
+        async def upload():
+            try:
+                async with session.post("/v1/updates", headers=AUTH, data=huge_body()) as response:
+                    return response.status, await response.json()
+            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+                return "cut off", None  # the worker answered 413 and closed before the rest came
+
+        answers = await asyncio.gather(*(upload() for _ in range(20)))
+        assert all(status in (413, "cut off") for status, _ in answers), answers
+        assert any(status == 413 for status, _ in answers)
+        assert all("1048576" in body["error"] for status, body in answers if status == 413)
+        grown = rss_bytes(worker.process.pid) - before
+        print(f"\nworker RSS grew by {grown / 2**20:.1f} MiB over 20 × 5 MiB uploads")
+        assert grown < 100 * 2**20
+        await call(session, "PATCH", ROW, 202, json={"properties": {"a": 2}})  # still serving

@@ -8,7 +8,7 @@ import time
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.helpers import LoadClient, Model, eventually, make_updates
+from tests.integration.helpers import AUTH, LoadClient, Model, eventually, make_updates
 
 HELD_APP = "c5000000-0000-4000-8000-000000000001"  # shard 1
 FREE_APP = "35000000-0000-4000-8000-000000000002"  # shard 0
@@ -42,7 +42,7 @@ async def test_lag_metrics_and_the_burst_scenario(pipeline_factory, promtool):
     worker = pipeline.start_worker()
     port = worker.web_port
     held_partitions = set(layout.partitions_of_shard(1))
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=AUTH) as session:
         # Without traffic: every owned partition is reported, all at 0.
         async def idle_and_complete():
             _, values = await scrape(session, port)

@@ -2,7 +2,7 @@
 
 import aiohttp
 
-from tests.integration.helpers import LoadClient, Model, eventually, make_updates
+from tests.integration.helpers import AUTH, LoadClient, Model, eventually, make_updates
 
 APPS = ["4e000000-0000-4000-8000-000000000001", "b7000000-0000-4000-8000-000000000002"]
 
@@ -25,7 +25,7 @@ async def test_two_workers_split_the_work_and_agree_on_the_shard_figures(pipelin
 
     await pipeline.wait_for_rows(model.rows, 180, "the rows to equal the model")
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=AUTH) as session:
         async def both_count_everything():
             reports = [await shards_report(session, w) for w in (first, second)]
             totals = [[s["total"] for s in r["shards"]] for r in reports]

@@ -1,0 +1,38 @@
+"""API keys: bearer parsing, unknown keys, scopes, and what needs an unscoped key."""
+
+import pytest
+
+from app.auth import PUBLIC_PATHS, Refused, authenticate, require_admin
+
+KEYS = (("admin-key", None), ("scoped-key", frozenset({"app-1"})))
+
+
+@pytest.mark.parametrize("header", ["", "Bearer", "Bearer   ", "Basic YWRtaW4ta2V5", "admin-key"])
+def test_a_missing_or_malformed_bearer_is_401_and_asks_for_bearer(header):
+    with pytest.raises(Refused) as refused:
+        authenticate(header, KEYS)
+    assert refused.value.status == 401
+    assert refused.value.headers == {"WWW-Authenticate": "Bearer"}
+
+
+def test_an_unknown_key_is_401_and_not_echoed():
+    with pytest.raises(Refused) as refused:
+        authenticate("Bearer sk-guess", KEYS)
+    assert refused.value.status == 401
+    assert "sk-guess" not in refused.value.error
+
+
+def test_a_known_key_gives_its_scope():
+    assert authenticate("Bearer admin-key", KEYS) is None
+    assert authenticate("bearer  scoped-key ", KEYS) == frozenset({"app-1"})
+
+
+def test_admin_needs_an_unscoped_key():
+    require_admin("Bearer admin-key", KEYS)
+    with pytest.raises(Refused) as refused:
+        require_admin("Bearer scoped-key", KEYS)
+    assert refused.value.status == 403
+
+
+def test_only_probes_metrics_and_the_api_description_are_public():
+    assert PUBLIC_PATHS == {"/healthz", "/readyz", "/metrics", "/openapi.json"}
