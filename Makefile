@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test unit integration faults install clean
+.PHONY: run test unit integration faults bench install clean
 
 run: $(STAMP)
 	$(PY) -m deploy.stack
@@ -22,6 +22,11 @@ integration: $(STAMP)
 
 faults: $(STAMP)
 	$(PY) -m pytest -m faults -s tests/integration
+
+# rowstream against the naive pipeline; figures printed and written to .local/bench/bench.json.
+# `make bench ARGS=--quick` is the tiny run of the smoke test; `ARGS=--help` lists the options.
+bench: $(STAMP)
+	$(PY) -m tests.bench $(ARGS)
 
 install: $(STAMP)
 

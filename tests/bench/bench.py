@@ -1,0 +1,321 @@
+"""``make bench``: rowstream against the naive pipeline, measured in one run on one machine.
+
+Starts the embedded stack (tansu + Postgres, the code of ``make run``), then runs each case on
+its own topics, consumer group and shard databases, and prints absolute figures and ratios to the
+baseline measured in the same run; writes them as JSON under ``--out``.
+
+Throughput is measured from the topic to committed rows: the topic is preloaded, the workers are
+started, and the sink's committed offsets (which only move past events written to Postgres) are
+sampled; the rate is taken between 10 % and 90 % of the events, so start-up and the tail are out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import aiohttp
+from aiokafka import AIOKafkaProducer
+
+from app import events
+from app.admin import bootstrap_servers
+from deploy.local import Broker, Postgres, free_port
+from deploy.stack import ROOT, Worker
+from tests.integration.helpers import AUTH, Pipeline
+
+SHARDS = 2
+APPS = 100
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.base = Path(tempfile.mkdtemp(prefix="rowstream-bench-"))
+        self.broker = Broker(self.base / "broker", free_port())
+        self.postgres = Postgres(self.base / "postgres", free_port())
+
+    def __enter__(self) -> "Bench":
+        self.broker.start()
+        self.postgres.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.postgres.stop()
+        self.broker.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def pipeline(self, partitions: int) -> Pipeline:
+        name = f"b{uuid.uuid4().hex[:8]}"
+        databases = [f"{name}_shard{n}" for n in range(SHARDS)]
+        self.postgres.create_databases(databases)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROWSTREAM_")}
+        env.update({
+            "ROWSTREAM_BROKER": self.broker.url,
+            "ROWSTREAM_SHARDS": ",".join(self.postgres.dsn(db) for db in databases),
+            "ROWSTREAM_PARTITIONS": str(partitions),
+            "ROWSTREAM_TOPIC_PREFIX": f"{name}-",
+            "ROWSTREAM_GROUP_ID": name,
+            "ROWSTREAM_API_KEYS": AUTH["Authorization"].split()[1],
+            "ROWSTREAM_SESSION_TIMEOUT": "6",
+            "ROWSTREAM_LOG_LEVEL": "warning",
+        })
+        pipeline = Pipeline(name, env, self.broker.url,
+                            [self.postgres.dsn(db) for db in databases], partitions, self.base)
+        pipeline.create_topics()
+        return pipeline
+
+    # --- load -------------------------------------------------------------------------------
+
+    def workload(self, events: int, rows: int, hot_share: float, seed: int = 1) -> list[tuple]:
+        rng = random.Random(seed)
+        apps = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(APPS)]
+        per_app = max(1, rows // APPS)
+        hot = (apps[0], str(uuid.UUID(int=0, version=4)))
+        result = []
+        for n in range(events):
+            if rng.random() < hot_share:
+                app_id, sub = hot
+            else:
+                app_id = apps[rng.randrange(APPS)]
+                sub = str(uuid.UUID(int=rng.randrange(per_app) + 1, version=4))
+            result.append((app_id, sub, {f"k{n % 8}": n, "plan": "pro" if n % 3 else None}))
+        return result
+
+    async def preload(self, pipeline: Pipeline, updates: list[tuple]) -> float:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(self.broker.url),
+                                    acks="all", enable_idempotence=False, linger_ms=5,
+                                    max_batch_size=256 * 1024)
+        await producer.start()
+        started = time.monotonic()
+        try:
+            topic, layout, now = pipeline.topic("subscription-updates"), pipeline.layout, time.time()
+            pending = []
+            for app_id, sub, properties in updates:
+                pending.append(await producer.send(
+                    topic, events.encode_update(app_id, sub, properties, now),
+                    key=app_id.encode(), partition=layout.source_partition(app_id)))
+                if len(pending) >= 20_000:
+                    await asyncio.gather(*pending)
+                    pending = []
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+        return len(updates) / (time.monotonic() - started)
+
+    # --- measurement ------------------------------------------------------------------------
+
+    async def drain(self, pipeline: Pipeline, topic: str, group: str, total: int,
+                    timeout: float) -> dict[str, Any]:
+        """Sample the group's committed offsets of ``topic`` until they reach ``total``."""
+        samples: list[tuple[float, int]] = []
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            done = sum((await pipeline.committed(topic, group=group)).values())
+            samples.append((time.monotonic() - started, done))
+            if done >= total:
+                break
+            await asyncio.sleep(0.5)
+        low = next((t for t, d in samples if d >= 0.1 * total), None)
+        high = next((t for t, d in samples if d >= 0.9 * total), None)
+        if low is not None and high is not None and high - low >= 2.0:
+            rate = 0.8 * total / (high - low)
+        else:  # a small run: from the last sample with nothing committed to the end
+            first = max((t for t, d in samples if d == 0), default=0.0)
+            rate = samples[-1][1] / (samples[-1][0] - first) if samples[-1][0] > first else 0.0
+        return {"events_per_s": round(rate), "drained": samples[-1][1] >= total,
+                "seconds": round(samples[-1][0], 1)}
+
+    async def naive(self, updates: list[tuple]) -> dict[str, Any]:
+        pipeline = self.pipeline(self.args.partitions)
+        await self.preload(pipeline, updates)
+        group = f"{pipeline.name}-naive"
+        env = {**pipeline.env, "NAIVE_BROKER": self.broker.url,
+               "NAIVE_TOPIC": pipeline.topic("subscription-updates"), "NAIVE_GROUP": group,
+               "NAIVE_SHARDS": pipeline.env["ROWSTREAM_SHARDS"],
+               "NAIVE_PARTITIONS": str(pipeline.partitions)}
+        self.args.out.mkdir(parents=True, exist_ok=True)
+        log = open(self.args.out / "naive-worker.log", "wb")
+        process = subprocess.Popen([sys.executable, "-m", "faust", "-A", "tests.bench.naive", "-l",
+                                    "warn", "worker"], env=env, cwd=ROOT, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            return await self.drain(pipeline, "subscription-updates", group, len(updates),
+                                    self.args.timeout)
+        finally:
+            process.terminate()
+            process.wait(30)
+            log.close()
+
+    async def rowstream(self, updates: list[tuple], workers: int,
+                        partitions: Optional[int] = None) -> dict[str, Any]:
+        pipeline = self.pipeline(partitions or self.args.partitions)
+        await self.preload(pipeline, updates)
+        started = [pipeline.start_worker() for _ in range(workers)]
+        try:
+            result = await self.drain(pipeline, "rowstream-by-subscription", pipeline.name,
+                                      len(updates), self.args.timeout)
+            result["rss_mb"] = max(rss_mb(w) for w in started)
+            return result
+        finally:
+            for worker in started:
+                worker.stop()
+
+    async def ingest(self) -> dict[str, Any]:
+        pipeline = self.pipeline(self.args.partitions)
+        worker = pipeline.start_worker()
+        try:
+            base = f"http://127.0.0.1:{worker.web_port}"
+            apps = [str(uuid.uuid4()) for _ in range(APPS)]
+            singles = await load(base, self.args.ingest_seconds, lambda n: (
+                "PATCH", f"/v1/apps/{apps[n % APPS]}/subscriptions/{uuid.UUID(int=n + 1, version=4)}",
+                {"properties": {"n": n}}), 1)
+            batches = await load(base, self.args.ingest_seconds, lambda n: (
+                "POST", "/v1/updates",
+                [{"app_id": apps[(n + i) % APPS], "subscription_id": str(uuid.UUID(int=i + 1, version=4)),
+                  "properties": {"n": n}} for i in range(1000)]), 1000)
+            return {"single_requests_per_s": singles["requests_per_s"],
+                    "single_p99_ms": singles["p99_ms"],
+                    "batch_events_per_s": batches["events_per_s"],
+                    "batch_p99_ms": batches["p99_ms"]}
+        finally:
+            worker.stop()
+
+    async def footprint(self) -> dict[str, Any]:
+        partitions = self.args.footprint_partitions
+        pipeline = self.pipeline(partitions)
+        worker = pipeline.start_worker()
+        try:
+            await asyncio.sleep(self.args.settle)
+            idle = rss_mb(worker)
+            updates = self.workload(self.args.events // 4, self.args.rows, 0.0, seed=3)
+            await self.preload(pipeline, updates)
+            peak = idle
+            for _ in range(int(self.args.settle * 2)):
+                peak = max(peak, rss_mb(worker))
+                await asyncio.sleep(0.5)
+            return {"partitions": partitions, "idle_rss_mb": idle, "loaded_rss_mb": peak}
+        finally:
+            worker.stop()
+
+
+async def load(base: str, seconds: float, request, events_per_request: int,
+               concurrency: int = 32) -> dict[str, Any]:
+    """``concurrency`` clients sending ``request(n)`` for ``seconds``; only 202s count."""
+    latencies: list[float] = []
+    counter = iter(range(10**9))
+    deadline = time.monotonic() + seconds
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while time.monotonic() < deadline:
+            method, path, body = request(next(counter))
+            sent = time.monotonic()
+            async with session.request(method, base + path, json=body) as response:
+                await response.read()
+                if response.status == 202:
+                    latencies.append(time.monotonic() - sent)
+
+    started = time.monotonic()
+    async with aiohttp.ClientSession(headers=AUTH, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+    elapsed = time.monotonic() - started
+    latencies.sort()
+    p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1000 if latencies else 0.0
+    return {"requests_per_s": round(len(latencies) / elapsed),
+            "events_per_s": round(len(latencies) * events_per_request / elapsed),
+            "p99_ms": round(p99, 1)}
+
+
+def rss_mb(worker: Worker) -> float:
+    assert worker.process is not None
+    with open(f"/proc/{worker.process.pid}/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return round(kb / 1024, 1)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                           "platform": platform.platform()},
+                               "settings": {k: v for k, v in vars(args).items() if k != "out"}}
+    with Bench(args) as bench:
+        uniform = bench.workload(args.events, args.rows, 0.0)
+        hot = bench.workload(args.events, args.rows, 0.5, seed=2)
+        cases = [
+            ("baseline (naive, 1 worker)", lambda: bench.naive(uniform)),
+            ("uniform, 1 worker", lambda: bench.rowstream(uniform, 1)),
+            ("uniform, 2 workers", lambda: bench.rowstream(uniform, 2)),
+            ("hot row (half on one row), 2 workers", lambda: bench.rowstream(hot, 2)),
+        ]
+        for name, case in cases:
+            say(f"bench: {name}: {args.events:,} events over {args.rows:,} rows …")
+            results[name] = await case()
+            say(f"bench: {name}: {results[name]}")
+        say("bench: ingest …")
+        results["ingest, 1 worker"] = await bench.ingest()
+        say(f"bench: footprint at {args.footprint_partitions} partitions …")
+        results["footprint, 1 worker"] = await bench.footprint()
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    baseline = results["baseline (naive, 1 worker)"]["events_per_s"]
+    lines = [f"{'case':<40} {'events/s':>10} {'× baseline':>11}  notes"]
+    for name, figures in results.items():
+        if not isinstance(figures, dict) or "events_per_s" not in figures:
+            continue
+        notes = "" if figures.get("drained", True) else "NOT drained within the timeout"
+        if "rss_mb" in figures:
+            notes = f"worker RSS {figures['rss_mb']} MB {notes}".strip()
+        ratio = f"{figures['events_per_s'] / baseline:>10.1f}x" if baseline else f"{'n/a':>11}"
+        lines.append(f"{name:<40} {figures['events_per_s']:>10,} {ratio}  {notes}")
+    ingest = results["ingest, 1 worker"]
+    lines.append(f"{'ingest: single PATCH':<40} {ingest['single_requests_per_s']:>10,} "
+                 f"{'':>11}  requests/s, p99 {ingest['single_p99_ms']} ms")
+    lines.append(f"{'ingest: 1,000-update POST':<40} {ingest['batch_events_per_s']:>10,} "
+                 f"{'':>11}  events/s, p99 {ingest['batch_p99_ms']} ms")
+    foot = results["footprint, 1 worker"]
+    lines.append(f"{'footprint':<40} {'':>10} {'':>11}  {foot['partitions']} partitions per topic: "
+                 f"RSS {foot['idle_rss_mb']} MB idle, {foot['loaded_rss_mb']} MB under load")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000, help="events per throughput case")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows they are spread over")
+    parser.add_argument("--partitions", type=int, default=24, help="partitions per topic")
+    parser.add_argument("--footprint-partitions", type=int, default=720)
+    parser.add_argument("--ingest-seconds", type=float, default=10.0)
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds to let a worker settle")
+    parser.add_argument("--timeout", type=float, default=600.0, help="longest wait for one case")
+    parser.add_argument("--quick", action="store_true", help="a tiny run (the smoke test)")
+    parser.add_argument("--out", type=Path, default=ROOT / ".local" / "bench")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.rows, args.ingest_seconds, args.settle = 3_000, 1_000, 2.0, 2.0
+        args.footprint_partitions, args.partitions, args.timeout = 48, 8, 120.0
+    try:
+        results = asyncio.run(run(args))
+    except KeyboardInterrupt:
+        say("bench: interrupted")
+        return 130
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(results, indent=2))
+    print(table(results))
+    say(f"bench: figures in {args.out / 'bench.json'}")
+    return 0

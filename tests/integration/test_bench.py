@@ -1,0 +1,22 @@
+"""Smoke run of `make bench` (tiny sizes): every case runs and reports a figure."""
+
+import json
+import subprocess
+import sys
+
+from deploy.stack import ROOT
+
+
+def test_bench_quick_run_reports_every_case(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tests.bench", "--quick", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "bench.json").read_text())
+    for case in ("baseline (naive, 1 worker)", "uniform, 1 worker", "uniform, 2 workers",
+                 "hot row (half on one row), 2 workers"):
+        assert results[case]["drained"], (case, results[case])
+        assert results[case]["events_per_s"] > 0, (case, results[case])
+    assert results["ingest, 1 worker"]["single_requests_per_s"] > 0
+    assert results["ingest, 1 worker"]["batch_events_per_s"] > 0
+    assert results["footprint, 1 worker"]["idle_rss_mb"] > 0
+    assert "× baseline" in done.stdout and "uniform, 2 workers" in done.stdout
