@@ -147,7 +147,6 @@ async def forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
     if partitions:
         for writer in writers.by_shard:
             writer.forget(partitions)
-        guard.forget(sorted(partitions))
 
 
 @app.agent(by_subscription_topic)

@@ -125,9 +125,13 @@ def for_topic(app: Any, topic: Any, label: str) -> DeliveryGuard:
 
     guard = DeliveryGuard(label, assigned, starts, seek)
 
-    @app.timer(1.0)
+    @app.timer(1.0, name=f"seek_stalled[{label}]")
     async def seek_stalled() -> None:
         await guard.seek_stalled()
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        guard.forget(sorted(tp.partition for tp in revoked if tp.topic == name))
 
     return guard
 
