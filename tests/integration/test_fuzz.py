@@ -5,6 +5,10 @@ import os
 
 import pytest
 import schemathesis
+# Imported here, not lazily deep inside hypothesis' generation: schemathesis is a pytest plugin, so
+# pytest rewrites its modules on import, and CPython 3.11.7 can fail that in a deep call stack
+# ("SystemError: AST constructor recursion depth mismatch", seen once in the 10k run).
+import schemathesis.generation.jsonschema.builder  # noqa: F401
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
