@@ -7,6 +7,9 @@ baseline measured in the same run; writes them as JSON under ``--out``.
 Throughput is measured from the topic to committed rows: the topic is preloaded, the workers are
 started, and the sink's committed offsets (which only move past events written to Postgres) are
 sampled; the rate is taken between 10 % and 90 % of the events, so start-up and the tail are out.
+The burst case produces straight to the update topic at a steady rate, then a burst, then steady
+again, samples ``GET /lag/`` every second and draws message lag and time lag over time
+(``burst.png``).
 """
 
 from __future__ import annotations
@@ -82,20 +85,24 @@ class Bench:
 
     # --- load -------------------------------------------------------------------------------
 
-    def workload(self, events: int, rows: int, hot_share: float, seed: int = 1) -> list[tuple]:
+    def workload(self, events: int, rows: int, hot_share: float, seed: int = 1,
+                 lazy: bool = False) -> Any:
+        """``events`` updates over ``rows`` rows of 100 apps, ``hot_share`` of them on one row."""
         rng = random.Random(seed)
         apps = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(APPS)]
         per_app = max(1, rows // APPS)
         hot = (apps[0], str(uuid.UUID(int=0, version=4)))
-        result = []
-        for n in range(events):
-            if rng.random() < hot_share:
-                app_id, sub = hot
-            else:
-                app_id = apps[rng.randrange(APPS)]
-                sub = str(uuid.UUID(int=rng.randrange(per_app) + 1, version=4))
-            result.append((app_id, sub, {f"k{n % 8}": n, "plan": "pro" if n % 3 else None}))
-        return result
+
+        def generate():
+            for n in range(events):
+                if rng.random() < hot_share:
+                    app_id, sub = hot
+                else:
+                    app_id = apps[rng.randrange(APPS)]
+                    sub = str(uuid.UUID(int=rng.randrange(per_app) + 1, version=4))
+                yield app_id, sub, {f"k{n % 8}": n, "plan": "pro" if n % 3 else None}
+
+        return generate() if lazy else list(generate())
 
     async def preload(self, pipeline: Pipeline, updates: list[tuple]) -> float:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(self.broker.url),
@@ -196,6 +203,94 @@ class Bench:
         finally:
             worker.stop()
 
+    async def burst(self) -> dict[str, Any]:
+        """Steady load, a burst, steady again (produced straight to the update topic at the given
+        rates, 2 workers): lag sampled from GET /lag/ every second."""
+        a = self.args
+        pipeline = self.pipeline(a.partitions)
+        workers = [pipeline.start_worker() for _ in range(2)]
+        base = f"http://127.0.0.1:{workers[0].web_port}"
+        samples: list[dict[str, float]] = []
+        try:
+            async with aiohttp.ClientSession(headers=AUTH) as session:
+                async def lag() -> Optional[tuple[int, float]]:
+                    async with session.get(f"{base}/lag/") as response:
+                        if response.status != 200:
+                            return None
+                        parts = (await response.json())["partitions"]
+                    return (sum(p["message_lag"] for p in parts),
+                            max((p["time_lag_seconds"] for p in parts), default=0.0))
+
+                deadline = time.monotonic() + 90
+                while await lag() is None:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the workers' /lag/ did not answer within 90 s")
+                    await asyncio.sleep(1)
+                producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(self.broker.url),
+                                            acks="all", enable_idempotence=False, linger_ms=5,
+                                            max_batch_size=256 * 1024)
+                await producer.start()
+                updates = iter(self.workload(10**9, a.rows, 0.0, seed=4, lazy=True))
+                started = time.monotonic()
+                phases = [(0.0, a.burst_steady_seconds, a.burst_steady_rate),
+                          (a.burst_steady_seconds, a.burst_seconds, a.burst_rate)]
+                burst_end = a.burst_steady_seconds + a.burst_seconds
+                sent = {"burst": 0}
+                stop = asyncio.Event()
+
+                async def produce() -> None:
+                    topic, layout = pipeline.topic("subscription-updates"), pipeline.layout
+                    tick = 0.1
+                    while not stop.is_set():
+                        now = time.monotonic() - started
+                        rate = next((r for begin, length, r in reversed(phases)
+                                     if begin <= now < begin + length), a.burst_steady_rate)
+                        pending = []
+                        for app_id, sub, properties in (next(updates) for _ in range(int(rate * tick))):
+                            pending.append(await producer.send(
+                                topic, events.encode_update(app_id, sub, properties, time.time()),
+                                key=app_id.encode(), partition=layout.source_partition(app_id)))
+                        await asyncio.gather(*pending)
+                        if a.burst_steady_seconds <= now < burst_end:
+                            sent["burst"] += len(pending)
+                        await asyncio.sleep(max(0.0, tick - (time.monotonic() - started - now)))
+
+                producing = asyncio.create_task(produce())
+                drained_at = None
+                steady_lag = 0  # the highest message lag before the burst
+                try:
+                    while time.monotonic() - started < burst_end + a.timeout:
+                        measured = await lag()
+                        t = time.monotonic() - started
+                        if measured is not None:
+                            samples.append({"t": round(t, 1), "message_lag": measured[0],
+                                            "time_lag_s": measured[1]})
+                            if t < a.burst_steady_seconds:
+                                steady_lag = max(steady_lag, measured[0])
+                            # drained: the backlog is back to what steady load leaves waiting
+                            # (message lag, not time lag: the time lag /lag/ reports ages by up
+                            # to a lag round between rounds)
+                            elif t > burst_end and measured[0] <= max(2 * steady_lag,
+                                                                      2 * a.burst_steady_rate):
+                                drained_at = t
+                                break
+                        await asyncio.sleep(1.0)
+                finally:
+                    stop.set()
+                    await producing
+                    await producer.stop()
+        finally:
+            for worker in workers:
+                worker.stop()
+        chart(samples, a.burst_steady_seconds, burst_end, a.out / "burst.png")
+        return {"steady_rate": a.burst_steady_rate, "burst_rate": a.burst_rate,
+                "burst_seconds": a.burst_seconds,
+                "burst_events_per_s_produced": round(sent["burst"] / a.burst_seconds),
+                "peak_message_lag": max((x["message_lag"] for x in samples), default=0),
+                "peak_time_lag_s": max((x["time_lag_s"] for x in samples), default=0.0),
+                "drain_s_after_burst": None if drained_at is None else round(drained_at - burst_end, 1),
+                "series": samples}
+
     async def footprint(self) -> dict[str, Any]:
         partitions = self.args.footprint_partitions
         pipeline = self.pipeline(partitions)
@@ -212,6 +307,30 @@ class Bench:
             return {"partitions": partitions, "idle_rss_mb": idle, "loaded_rss_mb": peak}
         finally:
             worker.stop()
+
+
+def chart(samples: list[dict[str, float]], burst_start: float, burst_end: float, path: Path) -> None:
+    """Message lag and time lag over time, the burst shaded (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 5))
+    times = [x["t"] for x in samples]
+    top.plot(times, [x["message_lag"] for x in samples], color="tab:blue")
+    top.set_ylabel("message lag (events)")
+    bottom.plot(times, [x["time_lag_s"] for x in samples], color="tab:red")
+    bottom.set_ylabel("time lag (s)")
+    bottom.set_xlabel("seconds since the load started")
+    for axis in (top, bottom):
+        axis.axvspan(burst_start, burst_end, color="0.9")
+        axis.grid(alpha=0.3)
+    top.set_title("rowstream burst: lag of both topics, 2 workers (shaded: the burst)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 async def load(base: str, seconds: float, request, events_per_request: int,
@@ -255,25 +374,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with Bench(args) as bench:
         uniform = bench.workload(args.events, args.rows, 0.0)
         hot = bench.workload(args.events, args.rows, 0.5, seed=2)
-        cases = [
-            ("baseline (naive, 1 worker)", lambda: bench.naive(uniform)),
-            ("uniform, 1 worker", lambda: bench.rowstream(uniform, 1)),
-            ("uniform, 2 workers", lambda: bench.rowstream(uniform, 2)),
-            ("hot row (half on one row), 2 workers", lambda: bench.rowstream(hot, 2)),
-        ]
-        for name, case in cases:
-            say(f"bench: {name}: {args.events:,} events over {args.rows:,} rows …")
+        cases = {
+            "baseline": ("baseline (naive, 1 worker)", lambda: bench.naive(uniform)),
+            "uniform1": ("uniform, 1 worker", lambda: bench.rowstream(uniform, 1)),
+            "uniform2": ("uniform, 2 workers", lambda: bench.rowstream(uniform, 2)),
+            "hot": ("hot row (half on one row), 2 workers", lambda: bench.rowstream(hot, 2)),
+            "ingest": ("ingest, 1 worker", bench.ingest),
+            "footprint": ("footprint, 1 worker", bench.footprint),
+            "burst": ("burst, 2 workers", bench.burst),
+        }
+        for key in args.cases.split(","):
+            name, case = cases[key]
+            say(f"bench: {name} …")
             results[name] = await case()
-            say(f"bench: {name}: {results[name]}")
-        say("bench: ingest …")
-        results["ingest, 1 worker"] = await bench.ingest()
-        say(f"bench: footprint at {args.footprint_partitions} partitions …")
-        results["footprint, 1 worker"] = await bench.footprint()
+            say(f"bench: {name}: " + json.dumps({k: v for k, v in results[name].items()
+                                                  if k != "series"}))
     return results
 
 
 def table(results: dict[str, Any]) -> str:
-    baseline = results["baseline (naive, 1 worker)"]["events_per_s"]
+    baseline = results.get("baseline (naive, 1 worker)", {}).get("events_per_s")
     lines = [f"{'case':<40} {'events/s':>10} {'× baseline':>11}  notes"]
     for name, figures in results.items():
         if not isinstance(figures, dict) or "events_per_s" not in figures:
@@ -283,14 +403,23 @@ def table(results: dict[str, Any]) -> str:
             notes = f"worker RSS {figures['rss_mb']} MB {notes}".strip()
         ratio = f"{figures['events_per_s'] / baseline:>10.1f}x" if baseline else f"{'n/a':>11}"
         lines.append(f"{name:<40} {figures['events_per_s']:>10,} {ratio}  {notes}")
-    ingest = results["ingest, 1 worker"]
-    lines.append(f"{'ingest: single PATCH':<40} {ingest['single_requests_per_s']:>10,} "
-                 f"{'':>11}  requests/s, p99 {ingest['single_p99_ms']} ms")
-    lines.append(f"{'ingest: 1,000-update POST':<40} {ingest['batch_events_per_s']:>10,} "
-                 f"{'':>11}  events/s, p99 {ingest['batch_p99_ms']} ms")
-    foot = results["footprint, 1 worker"]
-    lines.append(f"{'footprint':<40} {'':>10} {'':>11}  {foot['partitions']} partitions per topic: "
-                 f"RSS {foot['idle_rss_mb']} MB idle, {foot['loaded_rss_mb']} MB under load")
+    if "ingest, 1 worker" in results:
+        ingest = results["ingest, 1 worker"]
+        lines.append(f"{'ingest: single PATCH':<40} {ingest['single_requests_per_s']:>10,} "
+                     f"{'':>11}  requests/s, p99 {ingest['single_p99_ms']} ms")
+        lines.append(f"{'ingest: 1,000-update POST':<40} {ingest['batch_events_per_s']:>10,} "
+                     f"{'':>11}  events/s, p99 {ingest['batch_p99_ms']} ms")
+    if "footprint, 1 worker" in results:
+        foot = results["footprint, 1 worker"]
+        lines.append(f"{'footprint':<40} {'':>10} {'':>11}  {foot['partitions']} partitions per "
+                     f"topic: RSS {foot['idle_rss_mb']} MB idle, {foot['loaded_rss_mb']} MB under load")
+    if "burst, 2 workers" in results:
+        burst = results["burst, 2 workers"]
+        drain = burst["drain_s_after_burst"]
+        lines.append(f"{'burst':<40} {burst['burst_events_per_s_produced']:>10,} {'':>11}  "
+                     f"events/s for {burst['burst_seconds']:g} s over {burst['steady_rate']:,}/s: "
+                     f"peak lag {burst['peak_message_lag']:,} events, {burst['peak_time_lag_s']:.0f} s; "
+                     + (f"drained {drain} s after" if drain is not None else "NOT drained"))
     return "\n".join(lines)
 
 
@@ -303,12 +432,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--ingest-seconds", type=float, default=10.0)
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to let a worker settle")
     parser.add_argument("--timeout", type=float, default=600.0, help="longest wait for one case")
+    parser.add_argument("--burst-steady-rate", type=int, default=2_000, help="events/s around the burst")
+    parser.add_argument("--burst-rate", type=int, default=20_000, help="events/s during the burst")
+    parser.add_argument("--burst-seconds", type=float, default=30.0)
+    parser.add_argument("--burst-steady-seconds", type=float, default=10.0,
+                        help="steady load before the burst")
+    parser.add_argument("--cases", default="baseline,uniform1,uniform2,hot,ingest,footprint,burst",
+                        help="which cases, comma-separated")
     parser.add_argument("--quick", action="store_true", help="a tiny run (the smoke test)")
     parser.add_argument("--out", type=Path, default=ROOT / ".local" / "bench")
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.rows, args.ingest_seconds, args.settle = 3_000, 1_000, 2.0, 2.0
         args.footprint_partitions, args.partitions, args.timeout = 48, 8, 120.0
+        args.burst_steady_rate, args.burst_rate, args.burst_seconds = 200, 2_000, 3.0
+        args.burst_steady_seconds = 3.0
     try:
         results = asyncio.run(run(args))
     except KeyboardInterrupt:
@@ -317,5 +455,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(results, indent=2))
     print(table(results))
-    say(f"bench: figures in {args.out / 'bench.json'}")
+    say(f"bench: figures in {args.out / 'bench.json'}"
+        + (f", burst chart in {args.out / 'burst.png'}" if "burst" in args.cases else ""))
     return 0

@@ -1,4 +1,5 @@
-"""Smoke run of `make bench` (tiny sizes): every case runs and reports a figure."""
+"""Smoke run of `make bench` (tiny sizes): every case runs and reports a figure; the burst chart
+is a PNG."""
 
 import json
 import subprocess
@@ -19,4 +20,8 @@ def test_bench_quick_run_reports_every_case(tmp_path):
     assert results["ingest, 1 worker"]["single_requests_per_s"] > 0
     assert results["ingest, 1 worker"]["batch_events_per_s"] > 0
     assert results["footprint, 1 worker"]["idle_rss_mb"] > 0
+    burst = results["burst, 2 workers"]
+    assert burst["burst_events_per_s_produced"] > 0 and burst["series"]
+    assert burst["drain_s_after_burst"] is not None, burst
+    assert (tmp_path / "burst.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "× baseline" in done.stdout and "uniform, 2 workers" in done.stdout
