@@ -58,14 +58,10 @@ class GroupOffsets(Service):
         """Where a consumer of the group starts each partition: its committed offset, or the
         first offset still in the log when nothing was committed or retention deleted past it."""
         wanted = list(partitions)
-
-        async def ask(client: AIOKafkaConsumer) -> dict[TopicPartition, int]:
-            committed = await asyncio.gather(*(client.committed(tp) for tp in wanted))
-            first = await client.beginning_offsets(wanted)
-            return {tp: max(c, first[tp]) if c is not None else first[tp]
-                    for tp, c in zip(wanted, committed)}
-
-        return await self._retrying(ask)
+        committed = await self.committed(wanted)
+        first = await self._retrying(lambda client: client.beginning_offsets(wanted))
+        return {tp: first[tp] if committed[tp] is None else max(committed[tp], first[tp])
+                for tp in wanted}
 
     async def _retrying(self, ask: Callable[[AIOKafkaConsumer], Awaitable[T]]) -> T:
         async for attempt in AsyncRetrying(

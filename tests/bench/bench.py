@@ -36,7 +36,7 @@ from app import events
 from app.admin import bootstrap_servers
 from deploy.local import Broker, Postgres, free_port
 from deploy.stack import ROOT, Worker
-from tests.integration.helpers import AUTH, Pipeline
+from tests.integration.helpers import AUTH, Pipeline, rss_bytes
 
 SHARDS = 2
 APPS = 100
@@ -362,9 +362,7 @@ async def load(base: str, seconds: float, request, events_per_request: int,
 
 def rss_mb(worker: Worker) -> float:
     assert worker.process is not None
-    with open(f"/proc/{worker.process.pid}/status") as status:
-        kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-    return round(kb / 1024, 1)
+    return round(rss_bytes(worker.process.pid) / 2**20, 1)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

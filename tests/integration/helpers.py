@@ -189,6 +189,12 @@ class Pipeline:
         assert done.returncode == 0, done.stderr[-3000:]
 
 
+def rss_bytes(pid: int) -> int:
+    """A process's resident memory, from /proc."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
 class Model:
     """What the rows must be: every accepted update applied in the order the API accepted it."""
 
