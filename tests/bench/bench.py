@@ -64,24 +64,8 @@ class Bench:
         shutil.rmtree(self.base, ignore_errors=True)
 
     def pipeline(self, partitions: int) -> Pipeline:
-        name = f"b{uuid.uuid4().hex[:8]}"
-        databases = [f"{name}_shard{n}" for n in range(SHARDS)]
-        self.postgres.create_databases(databases)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ROWSTREAM_")}
-        env.update({
-            "ROWSTREAM_BROKER": self.broker.url,
-            "ROWSTREAM_SHARDS": ",".join(self.postgres.dsn(db) for db in databases),
-            "ROWSTREAM_PARTITIONS": str(partitions),
-            "ROWSTREAM_TOPIC_PREFIX": f"{name}-",
-            "ROWSTREAM_GROUP_ID": name,
-            "ROWSTREAM_API_KEYS": AUTH["Authorization"].split()[1],
-            "ROWSTREAM_SESSION_TIMEOUT": "6",
-            "ROWSTREAM_LOG_LEVEL": "warning",
-        })
-        pipeline = Pipeline(name, env, self.broker.url,
-                            [self.postgres.dsn(db) for db in databases], partitions, self.base)
-        pipeline.create_topics()
-        return pipeline
+        return Pipeline.create(self.broker, self.postgres, self.base, partitions, SHARDS,
+                               prefix="b", log_level="warning")
 
     # --- load -------------------------------------------------------------------------------
 

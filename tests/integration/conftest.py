@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
 
 import pytest
 
@@ -42,26 +41,8 @@ def pipeline_factory(stack, tmp_path, request):
     def make(partitions: int = 8, shards: int = 2, ports: dict[int, int] | None = None,
              **settings: str) -> Pipeline:
         """``ports`` sends a shard's connections to another port (a proxy the test owns)."""
-        name = f"t{uuid.uuid4().hex[:10]}"
-        databases = [f"{name}_shard{n}" for n in range(shards)]
-        postgres.create_databases(databases)
-        worker_dsns = [postgres.dsn(db).replace(f":{postgres.port}/", f":{(ports or {}).get(n, postgres.port)}/")
-                       for n, db in enumerate(databases)]
-        env = {key: value for key, value in os.environ.items() if not key.startswith("ROWSTREAM_")}
-        env.update({
-            "ROWSTREAM_BROKER": broker.url,
-            "ROWSTREAM_SHARDS": ",".join(worker_dsns),
-            "ROWSTREAM_PARTITIONS": str(partitions),
-            "ROWSTREAM_TOPIC_PREFIX": f"{name}-",
-            "ROWSTREAM_GROUP_ID": name,
-            "ROWSTREAM_API_KEYS": "test-key",
-            "ROWSTREAM_SESSION_TIMEOUT": "6",
-            "ROWSTREAM_BATCH_WAIT": "0.02",
-        })
-        env.update({f"ROWSTREAM_{key.upper()}": value for key, value in settings.items()})
-        pipeline = Pipeline(name, env, env["ROWSTREAM_BROKER"], [postgres.dsn(db) for db in databases],
-                            partitions, tmp_path)
-        pipeline.create_topics()
+        pipeline = Pipeline.create(broker, postgres, tmp_path, partitions, shards, ports,
+                                   **{"batch_wait": "0.02", **settings})
         made.append(pipeline)
         return pipeline
 

@@ -4,9 +4,11 @@ the model of the rows that follows from it, and direct Kafka and Postgres access
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
@@ -45,6 +47,34 @@ class Pipeline:
     partitions: int
     tmp: Path
     workers: list[Worker] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, broker: Any, postgres: Any, tmp: Path, partitions: int = 8, shards: int = 2,
+               ports: Optional[dict[int, int]] = None, prefix: str = "t",
+               **settings: str) -> "Pipeline":
+        """A pipeline of its own on a running broker and Postgres: unique topics (made here),
+        consumer group and shard databases; ``settings`` become ROWSTREAM_* variables.
+        ``ports`` sends a shard's connections to another port (a proxy the test owns)."""
+        name = f"{prefix}{uuid.uuid4().hex[:10]}"
+        databases = [f"{name}_shard{n}" for n in range(shards)]
+        postgres.create_databases(databases)
+        worker_dsns = [postgres.dsn(db).replace(f":{postgres.port}/",
+                                                f":{(ports or {}).get(n, postgres.port)}/")
+                       for n, db in enumerate(databases)]
+        env = {key: value for key, value in os.environ.items() if not key.startswith("ROWSTREAM_")}
+        env.update({
+            "ROWSTREAM_BROKER": broker.url,
+            "ROWSTREAM_SHARDS": ",".join(worker_dsns),
+            "ROWSTREAM_PARTITIONS": str(partitions),
+            "ROWSTREAM_TOPIC_PREFIX": f"{name}-",
+            "ROWSTREAM_GROUP_ID": name,
+            "ROWSTREAM_API_KEYS": KEY,
+            "ROWSTREAM_SESSION_TIMEOUT": "6",
+        })
+        env.update({f"ROWSTREAM_{key.upper()}": value for key, value in settings.items()})
+        pipeline = cls(name, env, broker.url, [postgres.dsn(db) for db in databases], partitions, tmp)
+        pipeline.create_topics()
+        return pipeline
 
     @property
     def layout(self) -> Layout:
