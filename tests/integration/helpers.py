@@ -49,11 +49,12 @@ class Pipeline:
     workers: list[Worker] = field(default_factory=list)
 
     @classmethod
-    def create(cls, broker: Any, postgres: Any, tmp: Path, partitions: int = 8, shards: int = 2,
+    def create(cls, stack_broker: Any, postgres: Any, tmp: Path, partitions: int = 8, shards: int = 2,
                ports: Optional[dict[int, int]] = None, prefix: str = "t",
                **settings: str) -> "Pipeline":
         """A pipeline of its own on a running broker and Postgres: unique topics (made here),
-        consumer group and shard databases; ``settings`` become ROWSTREAM_* variables.
+        consumer group and shard databases; ``settings`` become ROWSTREAM_* variables (``broker=``
+        points the pipeline at another broker than the stack's).
         ``ports`` sends a shard's connections to another port (a proxy the test owns)."""
         name = f"{prefix}{uuid.uuid4().hex[:10]}"
         databases = [f"{name}_shard{n}" for n in range(shards)]
@@ -63,7 +64,7 @@ class Pipeline:
                        for n, db in enumerate(databases)]
         env = {key: value for key, value in os.environ.items() if not key.startswith("ROWSTREAM_")}
         env.update({
-            "ROWSTREAM_BROKER": broker.url,
+            "ROWSTREAM_BROKER": stack_broker.url,
             "ROWSTREAM_SHARDS": ",".join(worker_dsns),
             "ROWSTREAM_PARTITIONS": str(partitions),
             "ROWSTREAM_TOPIC_PREFIX": f"{name}-",
@@ -72,7 +73,8 @@ class Pipeline:
             "ROWSTREAM_SESSION_TIMEOUT": "6",
         })
         env.update({f"ROWSTREAM_{key.upper()}": value for key, value in settings.items()})
-        pipeline = cls(name, env, broker.url, [postgres.dsn(db) for db in databases], partitions, tmp)
+        pipeline = cls(name, env, env["ROWSTREAM_BROKER"], [postgres.dsn(db) for db in databases],
+                       partitions, tmp)
         pipeline.create_topics()
         return pipeline
 
