@@ -32,9 +32,11 @@ def bootstrap_servers(broker_url: str) -> str:
 
 
 async def ensure_topics(
-    broker_url: str, wanted: dict[str, int], replication: int = 1, timeout: float = 30.0
+    broker_url: str, wanted: dict[str, int], replication: int = 1, timeout: float = 30.0,
+    configs: dict[str, str] | None = None,
 ) -> list[str]:
-    """Create the missing topics of ``wanted`` (name → partitions); return the names created."""
+    """Create the missing topics of ``wanted`` (name → partitions) with topic ``configs``;
+    return the names created."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers(broker_url), request_timeout_ms=int(timeout * 1000)
     )
@@ -47,7 +49,8 @@ async def ensure_topics(
         missing = [name for name in wanted if name not in existing]
         if missing:
             await admin.create_topics(
-                [NewTopic(name, wanted[name], replication_factor=replication) for name in missing]
+                [NewTopic(name, wanted[name], replication_factor=replication,
+                          topic_configs=configs or {}) for name in missing]
             )
         present = [name for name in wanted if name in existing]
         if present:

@@ -52,7 +52,8 @@ async def create_topics(self: Any) -> None:
     """Create rowstream's topics with ROWSTREAM_PARTITIONS partitions (run before any worker)."""
     try:
         created = await asyncio.wait_for(
-            ensure_topics(settings.broker, wanted_topics(), settings.replication), 60
+            ensure_topics(settings.broker, wanted_topics(), settings.replication,
+                          configs={"max.message.bytes": str(events.MAX_RECORD_BYTES)}), 60
         )
     except (TopicError, asyncio.TimeoutError) as exc:
         raise self.UsageError(str(exc) or "timed out talking to the broker") from None
@@ -231,7 +232,7 @@ async def dlq(self: Any, action: str, reason: Optional[str], app_id: Optional[st
         print(f"{len(ready)} dead letter(s) would be redriven; {still_bad} still invalid")
         return
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker), acks="all",
-                                enable_idempotence=False)
+                                enable_idempotence=False, max_request_size=events.MAX_RECORD_BYTES)
     await producer.start()
     try:
         sent = []

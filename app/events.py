@@ -23,6 +23,10 @@ import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
 
 MAX_BODY_BYTES = 1024 * 1024
+# A Kafka record of ours: one update of up to MAX_BODY_BYTES, plus the fields the API and the
+# repartition add, plus a dead letter's headers. Producers and topics allow this much (Kafka's own
+# default, ~1 MB, would refuse the largest update the API accepts).
+MAX_RECORD_BYTES = 2 * 1024 * 1024
 MAX_ITEMS = 1000
 MAX_PROPERTIES = 256
 MAX_KEY_CHARS = 128

@@ -80,3 +80,25 @@ async def test_every_accepted_update_reaches_its_row_in_order_and_replay_changes
     await eventually(internal_read, timeout=180, what="the replay group's sink to finish")
     after = pipeline.rows()
     assert after == before, differences(before, after)
+
+
+async def test_the_largest_update_the_api_accepts_is_applied(pipeline_factory):
+    """A body just under the 1 MiB limit is one record on each topic, far over the worker's
+    per-partition fetch size (app/main.py): the broker must still hand it over, and the small
+    updates behind it on the same partitions must follow."""
+    pipeline = pipeline_factory()
+    worker = pipeline.start_worker()
+    app_id, big_row, small_row = APPS[0], "00000000-0000-4000-8000-00000000000b", \
+        "00000000-0000-4000-8000-00000000000c"
+    big = {f"key{n:03d}": chr(ord("a") + n % 26) * 4000 for n in range(250)}
+    base = f"http://127.0.0.1:{worker.web_port}/v1/apps/{app_id}/subscriptions"
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        body = {"properties": big}
+        assert 900_000 < len(str(body)) < 1024 * 1024
+        async with session.patch(f"{base}/{big_row}", json=body) as response:
+            assert response.status == 202, await response.text()
+        for n in range(20):
+            async with session.patch(f"{base}/{small_row}", json={"properties": {"n": n}}) as response:
+                assert response.status == 202, await response.text()
+    await pipeline.wait_for_rows({(app_id, big_row): big, (app_id, small_row): {"n": 19}}, 60,
+                                 "the largest update and the small ones behind it to be applied")

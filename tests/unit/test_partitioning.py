@@ -1,6 +1,8 @@
 """Routing must never drift: golden values pin the hash, the shard map and the block layout."""
 
 import pytest
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+from hypothesis import given, strategies as st
 
 from app.partitioning import Layout, murmur2
 from app.settings import even_shard_map, parse_shard_map
@@ -19,6 +21,11 @@ from app.settings import even_shard_map, parse_shard_map
 )
 def test_murmur2_matches_the_java_client(key, java_value):
     assert murmur2(key.encode()) == java_value & 0xFFFFFFFF
+
+
+@given(st.binary(max_size=80))
+def test_murmur2_matches_aiokafkas_partitioner(data):
+    assert murmur2(data) == aiokafka_murmur2(data)
 
 
 SUB = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
