@@ -118,7 +118,7 @@ class Bench:
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             done = sum((await pipeline.committed(topic, group=group)).values())
-            samples.append((time.monotonic() - started, done)); say(f"{samples[-1][0]:.1f} {done}")
+            samples.append((time.monotonic() - started, done))
             if done >= total:
                 break
             await asyncio.sleep(0.5)
