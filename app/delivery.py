@@ -100,6 +100,19 @@ class DeliveryGuard:
         for p in pending:
             self._order.begin(p, starts.get(p))
 
+    def read_again(self, message: Any, why: str) -> None:
+        """Read ``message``'s partition again from it: an event this guard admitted could not be
+        processed (its forward failed). Events after it are refused until it comes back; the
+        timer seeks at its next tick, or the next refused event does. An event of an earlier
+        generation needs nothing: it was never acknowledged, so the current generation started
+        at or before it."""
+        if message.generation_id != self._generation:
+            return
+        if self._order.rewind(message.partition, message.offset):
+            log.warning("%s partition %d: offset %d %s; reading the partition again from it",
+                        self.label, message.partition, message.offset, why)
+            self._reading_again[message.partition] = (message.offset, message.tp, float("-inf"))
+
     def expected(self, partition: int) -> Optional[int]:
         """The next offset this guard will let through (None if not known yet)."""
         return self._order.expected(partition)

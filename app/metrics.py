@@ -74,3 +74,9 @@ READ_AGAIN = Counter(
     "partition again from the skipped one (see app/ordering.py), by topic.",
     ["topic"], registry=REGISTRY,
 )
+FORWARD_FAILURES = Counter(
+    "rowstream_forward_failures",
+    "Events the repartition could not forward to the internal topic (the broker refused them or "
+    "timed out); their partition is read again from the first of them.",
+    registry=REGISTRY,
+)

@@ -45,7 +45,7 @@ ERROR = {
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "invalid request", 401: "missing or unknown API key", 403: "key not allowed",
             404: "no such row", 408: "body not sent within ROWSTREAM_BODY_TIMEOUT",
-            413: "body over 1 MiB",
+            413: "body over 1 MiB, or an update larger than the broker accepts",
             503: "broker or shard unavailable; retry after Retry-After seconds"}
     return {str(code): {"description": text[code], "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}} for code in codes}

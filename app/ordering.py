@@ -54,6 +54,16 @@ class InOrder:
             self._next[partition] = offset + 1
         return None
 
+    def rewind(self, partition: int, offset: int) -> bool:
+        """Hand events on again from ``offset`` (an event handed on could not be processed):
+        later ones are refused until it comes back. False if ``offset`` was already expected."""
+        expected = self._next.get(partition)
+        if expected is not None and expected <= offset:
+            return False
+        self._started.add(partition)
+        self._next[partition] = offset
+        return True
+
     def expected(self, partition: int) -> Optional[int]:
         """The next offset to hand on (None before the first one when nothing was committed)."""
         return self._next.get(partition)

@@ -14,7 +14,8 @@ import time
 from typing import Any, Iterable, Optional
 from uuid import UUID
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -81,17 +82,23 @@ async def _body(request: Request) -> bytes:
 
 
 async def _produce(updates: list[tuple[str, str, dict]]) -> None:
-    """Send every update to the update topic and wait until the broker acknowledged all."""
+    """Send every update to the update topic and wait until the broker acknowledged all.
+
+    Straight to Faust's producer, not through ``Topic.send``: the topic layer's per-message
+    bookkeeping is not needed for a send that is awaited right here."""
     received_at = time.time()
+    topic = updates_topic.get_topic_name()
 
     async def send_all(headers: Optional[list]) -> None:
         pending = []
         for app_id, subscription_id, properties in updates:
-            pending.append(await updates_topic.send(
-                key=app_id.encode(),
-                value=events.encode_update(app_id, subscription_id, properties, received_at),
-                partition=layout.source_partition(app_id),
-                headers=headers,
+            pending.append(await app.producer.send(
+                topic,
+                app_id.encode(),
+                events.encode_update(app_id, subscription_id, properties, received_at),
+                layout.source_partition(app_id),
+                None,  # the producer stamps the time
+                headers,
             ))
         await asyncio.gather(*pending)
 
@@ -99,6 +106,11 @@ async def _produce(updates: list[tuple[str, str, dict]]) -> None:
         with tracing.ingest(len(updates)) as headers:
             await asyncio.wait_for(send_all(headers), settings.produce_timeout)
         metrics.INGEST_EVENTS.inc(len(updates))
+    except (MessageSizeTooLargeError, ProducerSendError) as exc:
+        if isinstance(exc, ProducerSendError) and not isinstance(exc.__cause__, MessageSizeTooLargeError):
+            raise
+        log.warning("the broker refused an update as too large: %r", exc)
+        raise ApiError(413, "an update is larger than the broker accepts (its max.message.bytes)") from None
     except (KafkaError, asyncio.TimeoutError, OSError) as exc:
         log.warning("produce failed, answering 503: %r", exc)
         raise ApiError(503, "the broker did not acknowledge the update; retry later",

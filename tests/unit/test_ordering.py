@@ -35,6 +35,17 @@ def test_a_rewind_passes_and_does_not_lower_the_expected_offset():
     assert order.admit(0, 16) == 15
 
 
+def test_rewinding_refuses_later_events_until_the_rewound_one_comes_back():
+    order = InOrder()
+    order.begin(0, 10)
+    assert [order.admit(0, o) for o in range(10, 14)] == [None] * 4
+    assert order.rewind(0, 11)  # 11 could not be processed
+    assert not order.rewind(0, 12)  # a later failure of the same partition changes nothing
+    assert order.admit(0, 14) == 11
+    assert [order.admit(0, o) for o in range(11, 15)] == [None] * 4
+    assert order.expected(0) == 15
+
+
 def test_without_a_start_offset_the_first_event_starts_the_partition():
     order = InOrder()
     order.begin(1, None)
@@ -149,6 +160,22 @@ async def test_the_guard_seeks_again_while_nothing_arrives_and_stops_once_it_doe
     assert await guard.admit(message(40, partition=2))
     await guard.seek_stalled(after=0)
     assert len(consumer.seeks) == 2
+
+
+async def test_the_guard_reads_again_from_an_event_that_could_not_be_processed(caplog):
+    consumer = Consumer({3: 50})
+    guard = consumer.guard()
+    assert all([await guard.admit(message(o, partition=3)) for o in range(50, 56)])
+    guard.read_again(message(52, partition=3), "could not be forwarded (timeout)")
+    guard.read_again(message(54, partition=3), "could not be forwarded (timeout)")
+    assert sum("offset 52 could not be forwarded" in r.getMessage() for r in caplog.records) == 1
+    await guard.seek_stalled()  # the timer's next tick seeks, however recent the failure
+    assert consumer.seeks == [(("topic", 3), 52)]
+    assert not await guard.admit(message(56, partition=3))  # in flight before the seek: refused
+    assert all([await guard.admit(message(o, partition=3)) for o in range(52, 57)])
+    assert guard.expected(3) == 57
+    guard.read_again(message(53, partition=3, generation=0), "could not be forwarded (timeout)")
+    assert guard.expected(3) == 57  # a failure from before the last rebalance: nothing to do
 
 
 async def test_the_guard_survives_a_seek_on_a_partition_revoked_meanwhile():
