@@ -67,7 +67,8 @@ async def repartition(stream):
         sent = await app.producer.send(
             internal_topic,
             subscription_id.encode(),
-            events.encode_versioned(update, message.offset, message.partition, received_at),
+            events.encode_versioned(app_id, subscription_id, update.properties, received_at,
+                                    message.offset, message.partition),
             layout.target_partition(app_id, subscription_id),
             message.timestamp,
             message.headers or None,  # the ingest span's trace context, if any

@@ -156,12 +156,13 @@ def encode_update(app_id: str, subscription_id: str, properties: dict, received_
     )
 
 
-def encode_versioned(update: Update, version: int, source_partition: int, received_at: float) -> bytes:
+def encode_versioned(app_id: str, subscription_id: str, properties: dict, received_at: float,
+                     version: int, source_partition: int) -> bytes:
     return orjson.dumps(
         {
-            "app_id": str(update.app_id),
-            "subscription_id": str(update.subscription_id),
-            "properties": update.properties,
+            "app_id": app_id,
+            "subscription_id": subscription_id,
+            "properties": properties,
             "received_at": received_at,
             "version": version,
             "source_partition": source_partition,

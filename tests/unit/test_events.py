@@ -77,7 +77,8 @@ def test_problems_never_echo_the_input():
 
 def test_versioned_round_trip():
     update = events.decode_update(message(received_at=12.5))
-    raw = events.encode_versioned(update, version=41, source_partition=9, received_at=12.5)
+    raw = events.encode_versioned(str(update.app_id), str(update.subscription_id),
+                                  update.properties, 12.5, version=41, source_partition=9)
     versioned = events.decode_versioned(raw)
     assert (versioned.version, versioned.source_partition, versioned.received_at) == (41, 9, 12.5)
     assert versioned.properties == update.properties
