@@ -106,12 +106,13 @@ async def _produce(updates: list[tuple[str, str, dict]]) -> None:
         with tracing.ingest(len(updates)) as headers:
             await asyncio.wait_for(send_all(headers), settings.produce_timeout)
         metrics.INGEST_EVENTS.inc(len(updates))
-    except (MessageSizeTooLargeError, ProducerSendError) as exc:
-        if isinstance(exc, ProducerSendError) and not isinstance(exc.__cause__, MessageSizeTooLargeError):
-            raise
-        log.warning("the broker refused an update as too large: %r", exc)
-        raise ApiError(413, "an update is larger than the broker accepts (its max.message.bytes)") from None
-    except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+    except (KafkaError, ProducerSendError, asyncio.TimeoutError, OSError) as exc:
+        # Faust wraps the client's errors raised while queueing in ProducerSendError.
+        cause = exc.__cause__ if isinstance(exc, ProducerSendError) else exc
+        if isinstance(cause, MessageSizeTooLargeError):
+            log.warning("the broker refused an update as too large: %r", exc)
+            raise ApiError(413, "an update is larger than the broker accepts "
+                                "(its max.message.bytes)") from None
         log.warning("produce failed, answering 503: %r", exc)
         raise ApiError(503, "the broker did not acknowledge the update; retry later",
                        headers={"Retry-After": "1"}) from None

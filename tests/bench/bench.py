@@ -138,6 +138,7 @@ class Bench:
         group = f"{pipeline.name}-naive"
         env = {**pipeline.env, "NAIVE_BROKER": self.broker.url,
                "NAIVE_TOPIC": pipeline.topic("subscription-updates"), "NAIVE_GROUP": group,
+               "NAIVE_DATADIR": str(self.base / "naive"),
                "NAIVE_SHARDS": pipeline.env["ROWSTREAM_SHARDS"],
                "NAIVE_PARTITIONS": str(pipeline.partitions)}
         self.args.out.mkdir(parents=True, exist_ok=True)
