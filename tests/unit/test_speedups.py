@@ -9,7 +9,6 @@ import faust.transport.consumer
 
 import aiokafka
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.cluster import ClusterMetadata
 
 from app import speedups
@@ -60,16 +59,66 @@ async def test_while_the_flow_is_suspended_faust_races_the_delivery(monkeypatch)
     assert calls == [2]
 
 
-def test_the_partition_check_answers_as_aiokafkas():
+def test_a_topics_partition_set_is_built_once_per_metadata_update():
     assert aiokafka.__version__ == "0.14.0"
-    assert AIOKafkaProducer._partition is speedups._partition
+    assert ClusterMetadata.partitions_for_topic is speedups.partitions_for_topic
     metadata = ClusterMetadata()
+    assert metadata.partitions_for_topic("t") is None
     metadata._partitions = {"t": {p: object() for p in range(720)}}
-    producer = SimpleNamespace(_metadata=metadata)
-    for partition in (0, 5, 719):
-        assert speedups._partition(producer, "t", partition, b"k", b"v", b"k", b"v") == partition
-        assert speedups._aiokafka_partition(producer, "t", partition, b"k", b"v", b"k", b"v") == partition
-    for topic, partition in (("t", 720), ("t", -1), ("unknown", 0)):
-        for check in (speedups._partition, speedups._aiokafka_partition):
-            with pytest.raises((AssertionError, TypeError)):
-                check(producer, topic, partition, b"k", b"v", b"k", b"v")
+    first = metadata.partitions_for_topic("t")
+    assert first == set(range(720)) and metadata.partitions_for_topic("t") is first
+    metadata._partitions = {"t": {p: object() for p in range(24)}}  # what update_metadata does
+    assert metadata.partitions_for_topic("t") == set(range(24))
+    assert metadata.partitions_for_topic("other") is None
+
+
+class CommittingThread:
+    """What Faust's consumer thread gives ``_commit``: its consumer, assignment and bookkeeping."""
+
+    def __init__(self, assigned, fails=None):
+        self.assigned = assigned
+        self.fails = fails
+        self.committed = []
+        self.crashed = []
+        self.tp_last_committed_at = {}
+        self.log = SimpleNamespace(exception=lambda *args: None)
+        self.assignment_calls = 0
+
+    def _ensure_consumer(self):
+        async def commit(offsets):
+            if self.fails:
+                raise self.fails
+            self.committed.append(offsets)
+
+        return SimpleNamespace(commit=commit)
+
+    def assignment(self):
+        self.assignment_calls += 1
+        return set(self.assigned)
+
+    async def crash(self, exc):
+        self.crashed.append(exc)
+
+
+async def test_the_commit_keeps_assigned_partitions_and_takes_the_assignment_once():
+    from aiokafka.errors import CommitFailedError
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from faust.types import TP
+
+    assert AIOKafkaConsumerThread._commit is speedups._commit
+    owned = [TP("t", p) for p in range(720)]
+    thread = CommittingThread(owned)
+    offsets = {tp: 10 + tp.partition for tp in owned} | {TP("t", 900): 5}  # 900: revoked meanwhile
+    assert await speedups._commit(thread, offsets)
+    assert thread.committed == [{TopicPartition("t", p): OffsetAndMetadata(10 + p, "")
+                                 for p in range(720)}]
+    assert thread.assignment_calls == 1 and set(thread.tp_last_committed_at) == set(owned)
+    faust_thread = CommittingThread(owned)
+    assert await speedups._faust_commit(faust_thread, offsets)  # Faust's own: the same commit
+    assert faust_thread.committed == thread.committed and faust_thread.assignment_calls == 721
+
+    rebalanced = CommittingThread(owned, CommitFailedError("already rebalanced"))
+    assert not await speedups._commit(rebalanced, offsets) and not rebalanced.crashed
+    broken = CommittingThread(owned, RuntimeError("broker gone"))
+    assert not await speedups._commit(broken, offsets) and len(broken.crashed) == 1
