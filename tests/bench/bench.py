@@ -361,6 +361,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "baseline": ("baseline (naive, 1 worker)", lambda: bench.naive(uniform)),
             "uniform1": ("uniform, 1 worker", lambda: bench.rowstream(uniform, 1)),
             "uniform2": ("uniform, 2 workers", lambda: bench.rowstream(uniform, 2)),
+            "hot1": ("hot row (half on one row), 1 worker", lambda: bench.rowstream(hot, 1)),
             "hot": ("hot row (half on one row), 2 workers", lambda: bench.rowstream(hot, 2)),
             "ingest": ("ingest, 1 worker", bench.ingest),
             "footprint": ("footprint, 1 worker", bench.footprint),
@@ -420,7 +421,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--burst-seconds", type=float, default=30.0)
     parser.add_argument("--burst-steady-seconds", type=float, default=10.0,
                         help="steady load before the burst")
-    parser.add_argument("--cases", default="baseline,uniform1,uniform2,hot,ingest,footprint,burst",
+    parser.add_argument("--cases", default="baseline,uniform1,uniform2,hot1,hot,ingest,footprint,burst",
                         help="which cases, comma-separated")
     parser.add_argument("--quick", action="store_true", help="a tiny run (the smoke test)")
     parser.add_argument("--out", type=Path, default=ROOT / ".local" / "bench")

@@ -14,7 +14,7 @@ def test_bench_quick_run_reports_every_case(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "bench.json").read_text())
     for case in ("baseline (naive, 1 worker)", "uniform, 1 worker", "uniform, 2 workers",
-                 "hot row (half on one row), 2 workers"):
+                 "hot row (half on one row), 1 worker", "hot row (half on one row), 2 workers"):
         assert results[case]["drained"], (case, results[case])
         assert results[case]["events_per_s"] > 0, (case, results[case])
     assert results["ingest, 1 worker"]["single_requests_per_s"] > 0
