@@ -6,9 +6,9 @@ the unit tests (tests/unit/test_speedups.py) check the replacements against the 
 **1. The drain loop's race.** Faust's fetch loop (``Consumer._drain_messages``) hands every
 record to the streams with ``await self.wait_first(callback(message), self.suspend_flow.wait())``:
 mode's ``wait_first`` makes four tasks (the delivery, the suspend event, the service's stopped and
-crashed events), waits for the first, and cancels the other three. That is per record, and every update crosses
-the loop twice (repartition, sink): in ``make bench`` (uniform, 1 worker) taking it out moved
-3,951 to 4,936 events/s.
+crashed events), waits for the first, and cancels the other three. That is per record, and every
+update crosses the loop twice (repartition, sink): in ``make bench`` (uniform, 1 worker) taking it
+out moved 3,951 to 4,936 events/s.
 
 The delivery (the Conductor's callback) completes in its first step unless the flow is stopped,
 the producer's buffer is full or a stream's buffer is full. So while the flow is not suspended,
