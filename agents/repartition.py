@@ -1,76 +1,98 @@
-"""Repartition: update topic (key app ID) → internal topic (key subscription ID).
+"""Repartition: update topic (key app ID) → internal topic, in batch records.
 
-Input: ``subscription-updates``, one partition per app (its shard block, hash of the app ID).
-Output: ``rowstream-by-subscription``, partition = shard block of the app, hash of the
-subscription ID; the event carries ``version`` = its offset in the update topic.
+Input: ``subscription-updates``, one partition per app (its shard block, hash of the app ID),
+one update per record; the agent receives *units*: the records of one partition from one fetch
+(``app.consumer``), in offset order from the committed offset.
+Output: ``rowstream-by-subscription``, batch records (``app.events``): each update goes to the
+partition of its app's shard block that its subscription ID hashes to, with ``version`` = its
+offset in the update topic. Updates for one target partition are gathered across units and sent
+as one record when the batch is full or ``ROWSTREAM_FORWARD_LINGER`` old (``app.forwarding``).
 Guarantee: at-least-once, order per row kept: every update of a row comes from one source
 partition, read in order, and goes to one target partition through one producer, in order.
-The source event is acknowledged when the broker has the forwarded copy, so offsets are
-committed only past forwarded events; a forward that fails (the broker refused it or timed out)
-is not acknowledged, and the partition is read again from it. Events pass the delivery guard
-first (``app.delivery``): one the consumer delivered past a skipped record is dropped
-unacknowledged, and the partition is read again from the skipped one.
-
-The forward goes to Faust's producer directly, not through ``Topic.send``: the topic layer
-(a FutureMessage, a PendingMessage and sensor calls per event) cost a fifth of the agent's time.
-Poison (undecodable, invalid, or on a partition that is not its app's): to the dead-letter topic.
+A unit is acknowledged when the broker has every batch record holding its updates, so offsets are
+committed only past forwarded updates; if one of them fails (the broker refused it or timed out),
+the unit is not acknowledged and its partition is read again from it.
+Poison (undecodable, invalid, or on a partition that is not its app's): to the dead-letter topic,
+alone; the rest of its unit goes on.
 """
 
 from __future__ import annotations
 
-import asyncio
-from functools import partial
-from typing import Any
+from typing import Any, Optional
 
-from app import delivery, events, metrics
+from app import events, metrics
 from app.deadletter import Coordinates, dead_letter
-from app.main import app, layout
+from app.forwarding import Countdown, Forwarder
+from app.main import app, layout, settings
 from app.topics import by_subscription_topic, send_dead_letter, updates_topic
+from app.tracing import HEADER
 
-
-guard = delivery.for_topic(app, updates_topic, "subscription-updates")
 internal_topic = by_subscription_topic.get_topic_name()
+MAX_RECORD_BYTES = 256 * 1024  # one producer batch (app/main.py) holds one batch record
 
 
-def forwarded(event: Any, sent: asyncio.Future) -> None:
-    """The broker answered for the forwarded copy of ``event``: acknowledge it, or read again."""
-    if not sent.cancelled() and sent.exception() is None:
-        event.ack()
-        return
-    metrics.FORWARD_FAILURES.inc()
-    problem = "cancelled" if sent.cancelled() else repr(sent.exception())
-    guard.read_again(event.message, f"could not be forwarded ({problem})")
+async def send_batch(partition: int, value: bytes, timestamp: float, updates: int) -> Any:
+    """Queue one batch record; the future answers when the broker has it. The header tells the
+    lag monitor how many updates it holds without decoding it."""
+    return await app.producer.send(internal_topic, None, value, partition, timestamp,
+                                   [(events.UPDATES_HEADER, b"%d" % updates)])
+
+
+forwarder = Forwarder(send_batch, events.batch_record, max_updates=settings.forward_batch,
+                      max_bytes=MAX_RECORD_BYTES, linger=settings.forward_linger)
+
+
+def misrouted(app_id: str, partition: int) -> Optional[events.InvalidEvent]:
+    """The problem of an update found on another partition than its app's, if it is one."""
+    expected = layout.source_partition(app_id)
+    if partition == expected:
+        return None
+    return events.InvalidEvent("misrouted", [{
+        "where": "partition",
+        "problem": f"app {app_id} belongs on partition {expected}, not {partition} "
+                   f"(produce through the API or its partitioner)",
+    }])
+
+
+def trace_of(record: Any) -> Optional[bytes]:
+    for name, value in record.headers or ():
+        if name == HEADER:
+            return value
+    return None
 
 
 @app.agent(updates_topic)
 async def repartition(stream):
     async for event in stream.noack().events():
-        message = event.message
-        if not await guard.admit(message):
-            continue
-        try:
-            update = events.decode_update(event.value or b"")
-            app_id, subscription_id = str(update.app_id), str(update.subscription_id)
-            expected = layout.source_partition(app_id)
-            if message.partition != expected:
-                raise events.InvalidEvent("misrouted", [{
-                    "where": "partition",
-                    "problem": f"app {app_id} belongs on partition {expected}, "
-                               f"not {message.partition} (produce through the API or its partitioner)",
-                }])
-        except events.InvalidEvent as exc:
-            origin = Coordinates(message.topic, message.partition, message.offset)
-            await send_dead_letter(dead_letter(event.key, event.value or b"", exc.reason, str(exc), origin))
-            event.ack()
-            continue
-        received_at = update.received_at if update.received_at is not None else message.timestamp
-        sent = await app.producer.send(
-            internal_topic,
-            subscription_id.encode(),
-            events.encode_versioned(app_id, subscription_id, update.properties, received_at,
-                                    message.offset, message.partition),
-            layout.target_partition(app_id, subscription_id),
-            message.timestamp,
-            message.headers or None,  # the ingest span's trace context, if any
-        )
-        sent.add_done_callback(partial(forwarded, event))
+        unit = event.message
+
+        def failed(why: str, unit: Any = unit) -> None:
+            metrics.FORWARD_FAILURES.inc()
+            app.consumer.read_again(unit, f"could not be forwarded ({why})")
+
+        waiter = Countdown(event.ack, failed)
+        for record in event.value:
+            try:
+                update = events.decode_update(record.value or b"")
+                app_id = str(update.app_id)
+                problem = misrouted(app_id, record.partition)
+                if problem is not None:
+                    raise problem
+            except events.InvalidEvent as exc:
+                origin = Coordinates(record.topic, record.partition, record.offset)
+                await send_dead_letter(dead_letter(record.key, record.value or b"", exc.reason,
+                                                   str(exc), origin))
+                continue
+            timestamp = record.timestamp / 1000.0
+            entry = events.batch_entry(record.offset, record.partition, timestamp, record.value,
+                                       trace_of(record))
+            forwarder.add(layout.target_partition(app_id, str(update.subscription_id)), entry,
+                          timestamp, waiter)
+        waiter.close()
+        await forwarder.flush_due()
+
+
+@app.timer(settings.forward_linger)
+async def forward_lingering() -> None:
+    """Send batches that waited ``linger`` while no unit arrived."""
+    await forwarder.flush_due()

@@ -1,19 +1,19 @@
 """Sink: internal topic → Postgres shards, batched, coalesced, idempotent.
 
-Input: ``rowstream-by-subscription`` (key subscription ID, partition in the app's shard block).
+Input: ``rowstream-by-subscription`` (batch records, ``app.events``; partition in the app's shard
+block); the agent receives *units*: the records of one partition from one fetch
+(``app.consumer``), in offset order from the committed offset.
 Output: rows in the app's Postgres shard; per-shard counts to the stats topic once a second.
-Guarantee: an event is acknowledged only after the transaction that applied it committed, so
-offsets are committed only past applied events; re-delivered events change nothing (version
-guard). A shard that fails holds only its own events (see ``app.writer``). Events pass the
-delivery guard first (``app.delivery``): the writers' coalescing and version guard are safe for
-re-deliveries but not for skipped records, so an event delivered past a skipped record is dropped
-unacknowledged and the partition is read again from the skipped one.
+Guarantee: a unit is acknowledged only after every transaction that applied one of its updates
+committed, so offsets are committed only past applied updates; re-delivered updates change
+nothing (version guard). A shard that fails holds only its own partitions (see ``app.writer``).
+Poison: an update of a batch record that does not validate, or one Postgres refuses, is
+dead-lettered alone (with its record's coordinates and its index in the record); a record that is
+not a batch record is dead-lettered whole.
 
-The agent does not use ``take()``: ``take_events`` acknowledges each batch as soon as the loop
-body returns and ``noack_take`` hands out values without their events, so neither lets a write
-that finishes later (per shard, in its own task) decide when the events are acknowledged. The
-batching (at most ROWSTREAM_BATCH_SIZE events, waiting at most ROWSTREAM_BATCH_WAIT) lives in
-the per-shard writers instead.
+The agent does not use ``take()``: the writers batch per shard (at most ROWSTREAM_BATCH_SIZE
+updates, waiting at most ROWSTREAM_BATCH_WAIT), and a write that finishes later, in the writer's
+own task, decides when a unit is acknowledged.
 """
 
 from __future__ import annotations
@@ -25,14 +25,20 @@ from typing import Any, Sequence
 import orjson
 from mode import Service
 
-from app import delivery, events, tracing
+from app import events, tracing
 from app.coalesce import Patch
 from app.deadletter import Coordinates, dead_letter
+from app.forwarding import Countdown
 from app.main import app, layout, settings, shards
 from app.topics import by_subscription_topic, send_dead_letter, stats_topic, updates_topic
+from app.tracing import HEADER
 from app.writer import BatchDone, Item, ShardWriter
 
 log = logging.getLogger("rowstream.sink")
+
+# Units arrive whole: one can hold a fetch of each of a shard's partitions (hundreds of updates
+# each), so a shard's partitions pause only well above a batch or two of queued updates.
+HIGH_WATER_MIN = 20_000
 
 
 class Writers(Service):
@@ -56,6 +62,7 @@ class Writers(Service):
                 on_batch=self.on_batch,
                 on_rejected=on_rejected,
                 on_backlog=on_backlog,
+                high_water=max(4 * settings.batch_size, HIGH_WATER_MIN),
             )
             for shard in range(len(settings.shards))
         ]
@@ -68,9 +75,10 @@ class Writers(Service):
             events=done.events, rows=done.rows, coalesced=done.coalesced, batches=1
         )
         if tracing.enabled():
-            messages = [item.origin[0].message for item in batch]
-            tracing.batch_written(done.shard, done.seconds, done.coalesced,
-                                  [(m.headers, m.timestamp) for m in messages])
+            tracing.batch_written(done.shard, done.seconds, done.coalesced, [
+                ([(HEADER, versioned.trace.encode())] if versioned.trace else None,
+                 record.timestamp / 1000.0)
+                for record, versioned in (item.origin for item in batch)])
 
     @Service.timer(1.0)
     async def _send_stats(self) -> None:
@@ -92,7 +100,8 @@ class Writers(Service):
 
 
 async def on_rejected(item: Item, error: str) -> None:
-    event, update = item.origin
+    record, versioned = item.origin
+    update = versioned.update
     letter = dead_letter(
         key=str(update.app_id).encode(),
         value=events.encode_update(
@@ -100,10 +109,26 @@ async def on_rejected(item: Item, error: str) -> None:
         ),
         reason="rejected",
         error=error,
-        origin=Coordinates(updates_topic.get_topic_name(), update.source_partition, update.version),
-        seen=Coordinates(event.message.topic, event.message.partition, event.message.offset),
+        origin=Coordinates(updates_topic.get_topic_name(), versioned.source_partition,
+                           versioned.version),
+        seen=Coordinates(record.topic, record.partition, record.offset),
+        index=versioned.index,
     )
     await send_dead_letter(letter)
+
+
+async def dead_letter_bad(record: Any, bad: events.BadEntry) -> None:
+    """Dead-letter an update of a batch record that does not validate (or the whole record)."""
+    seen = Coordinates(record.topic, record.partition, record.offset)
+    origin = seen
+    if bad.version is not None and bad.source_partition is not None:
+        origin = Coordinates(updates_topic.get_topic_name(), bad.source_partition, bad.version)
+    try:
+        key = str(orjson.loads(bad.raw)["app_id"]).encode() if bad.index is not None else None
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        key = None
+    await send_dead_letter(dead_letter(key, bad.raw, bad.error.reason, str(bad.error), origin,
+                                       seen, bad.index))
 
 
 def on_backlog(shard: int, paused: bool) -> None:
@@ -129,15 +154,14 @@ def on_backlog(shard: int, paused: bool) -> None:
 
 async def _resume(tps: list) -> None:
     for tp in tps:
-        expected = guard.expected(tp.partition)
+        expected = app.consumer.expected(tp)
         if expected is not None:
-            await delivery.seek(tp, expected)
+            await app.consumer.seek_wait({tp: expected})
     app.consumer.resume_partitions(tps)
 
 
 writers = Writers()
 app.service(writers)
-guard = delivery.for_topic(app, by_subscription_topic, "rowstream-by-subscription")
 
 
 @app.on_partitions_revoked.connect
@@ -152,17 +176,20 @@ async def forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
 @app.agent(by_subscription_topic)
 async def sink(stream):
     async for event in stream.noack().events():
-        message = event.message
-        if not await guard.admit(message):
-            continue  # records before it were skipped; the guard is reading them again
-        try:
-            update = events.decode_versioned(event.value or b"")
-        except events.InvalidEvent as exc:
-            seen = Coordinates(message.topic, message.partition, message.offset)
-            await send_dead_letter(dead_letter(event.key, event.value or b"", exc.reason, str(exc), seen))
-            event.ack()
-            continue
-        app_id = str(update.app_id)
-        patch = Patch(app_id, str(update.subscription_id), update.version, update.properties)
-        writer = writers.by_shard[layout.shard_of_app(app_id)]
-        writer.add(Item(patch, message.partition, event.ack, (event, update)))
+        waiter = Countdown(event.ack, lambda why: None)  # a writer never fails: it retries
+        by_shard: dict[int, list[Item]] = {}
+        for record in event.value:
+            updates, bad = events.decode_batch(record.value or b"")
+            for part in bad:
+                await dead_letter_bad(record, part)
+            for versioned in updates:
+                update = versioned.update
+                app_id = str(update.app_id)
+                patch = Patch(app_id, str(update.subscription_id), versioned.version,
+                              update.properties)
+                by_shard.setdefault(layout.shard_of_app(app_id), []).append(
+                    Item(patch, record.partition, waiter.succeeded, (record, versioned)))
+        for shard, items in by_shard.items():
+            waiter.expect(len(items))
+            writers.by_shard[shard].extend(items)
+        waiter.close()

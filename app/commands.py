@@ -2,7 +2,7 @@
 
 * ``create-topics``: create every topic with its partition count (before the first worker);
 * ``inspect``: read the update, internal or dead-letter topic and print matching records as JSON
-  lines;
+  lines (the internal topic's batch records one line per update);
 * ``traffic``: who floods whom: top apps and rows by events over a time range;
 * ``lag``: the cluster's ``/lag/`` table in the terminal;
 * ``dlq redrive``: put dead-lettered events back on the update topic once the cause is fixed.
@@ -25,7 +25,7 @@ from faust.cli import argument, option
 
 from app import auth, events
 from app.admin import TopicError, bootstrap_servers, ensure_topics
-from app.inspection import Filter, Seen, parse_time, top_talkers
+from app.inspection import Filter, Seen, parse_time, top_talkers, unbatch
 from app.main import app, layout, settings
 from app.reader import ReadError, read
 from app.views import table
@@ -115,7 +115,8 @@ async def inspect(self: Any, topic: str, since: Optional[str], until: Optional[s
                   offset: Optional[int], partition: Optional[int], app_id: Optional[str],
                   subscription_id: Optional[str], property_key: Optional[str],
                   reason: Optional[str], limit: int, timeout: float) -> None:
-    """Print records of a rowstream topic as JSON lines, filtered, bounded by --limit/--timeout."""
+    """Print records of a rowstream topic as JSON lines, filtered, bounded by --limit/--timeout
+    (internal topic: one line per update of its batch records, with its index)."""
     if topic not in TOPICS:
         raise self.UsageError(f"--topic must be one of {', '.join(TOPICS)}, not {topic!r}")
     if since and offset is not None:
@@ -125,13 +126,16 @@ async def inspect(self: Any, topic: str, since: Optional[str], until: Optional[s
     start, end = _window(self, since, until)
     wanted = Filter(app_id, subscription_id, property_key, reason, start, end)
     printed = 0
-    async for seen in _records(self, topic, start, offset, partition, timeout):
-        if wanted.matches(seen):
-            print(orjson.dumps(seen.as_json()).decode(), flush=True)
-            printed += 1
-            if printed >= limit:
-                break
-    print(f"{printed} record(s)", file=sys.stderr)
+    async for record in _records(self, topic, start, offset, partition, timeout):
+        for seen in unbatch(record) if topic == "internal" else [record]:
+            if wanted.matches(seen):
+                print(orjson.dumps(seen.as_json()).decode(), flush=True)
+                printed += 1
+                if printed >= limit:
+                    break
+        if printed >= limit:
+            break
+    print(f"{printed} {'update' if topic == 'internal' else 'record'}(s)", file=sys.stderr)
 
 
 @app.command(

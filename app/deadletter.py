@@ -8,6 +8,12 @@ Headers (all UTF-8 text):
   the update topic (for ``rejected``: its origin in the update topic, recovered from the version)
 * ``rowstream-seen-topic``, ``rowstream-seen-partition``, ``rowstream-seen-offset``: where the
   agent that gave up read it (differs from the above for events rejected by the sink)
+* ``rowstream-seen-index``: for an update read from a batch record of the internal topic, its
+  place in the record's ``updates`` (absent for a whole record and on the update topic)
+
+The value of a dead letter from the internal topic is the update alone (as on the update topic),
+so that ``dlq redrive`` can send it again; where the origin in the update topic is not known (a
+record that is not a batch record), the origin headers repeat where it was seen.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ def dead_letter(
     error: str,
     origin: Coordinates,
     seen: Optional[Coordinates] = None,
+    index: Optional[int] = None,
 ) -> DeadLetter:
     seen = seen or origin
     headers = [
@@ -49,6 +56,8 @@ def dead_letter(
         ("rowstream-seen-partition", str(seen.partition)),
         ("rowstream-seen-offset", str(seen.offset)),
     ]
+    if index is not None:
+        headers.append(("rowstream-seen-index", str(index)))
     return DeadLetter(
         key, value, origin.partition, [(name, text.encode()) for name, text in headers]
     )

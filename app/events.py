@@ -2,12 +2,24 @@
 
 Wire formats (JSON, UTF-8; renaming a field is a data migration):
 
-* update topic ``subscription-updates``, key = app ID::
+* update topic ``subscription-updates``, key = app ID, one update per record::
 
     {"app_id": uuid, "subscription_id": uuid, "properties": {...}, "received_at": epoch-seconds}
 
-* internal topic ``rowstream-by-subscription``, key = subscription ID: the same fields plus
-  ``version`` (the offset of the event in the update topic) and ``source_partition``.
+* internal topic ``rowstream-by-subscription``, no key, partition = the rows' target partition:
+  a **batch record** holding many updates, each with its version and origin::
+
+    {"format": "rowstream-batch/1",
+     "updates": [{"v": version, "p": source partition, "t": source timestamp (epoch s),
+                  "u": {the update, as on the update topic}, "tp": "traceparent (optional)"},
+                 ...]}
+
+  Each batch record carries the header ``rowstream-updates``: how many updates it holds (the lag
+  monitor counts waiting updates from it). ``v`` is the update's offset in the update topic
+  (the row's version); ``u.received_at`` may be
+  null, and then ``t`` stands for it. The entries of one batch record are in source order per
+  row. ``format`` names this layout: a reader refuses a record of another format (dead letter,
+  reason ``invalid``) instead of guessing.
 
 The agents read raw bytes and decode here, not through Faust Records, so that a message that
 does not decode is dead-lettered with its reason instead of being dropped by the framework.
@@ -16,7 +28,7 @@ does not decode is dead-lettered with its reason instead of being dropped by the
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, NamedTuple, Optional
 from uuid import UUID
 
 import orjson
@@ -92,11 +104,40 @@ class Update(UpdateRequest):
     received_at: Optional[float] = None
 
 
-class Versioned(Update):
-    """An update on the internal topic: ``version`` orders the patches of one row."""
+BATCH_FORMAT = "rowstream-batch/1"
+UPDATES_HEADER = "rowstream-updates"  # on each batch record: how many updates it holds
 
-    version: Annotated[int, Field(ge=0)]
-    source_partition: Annotated[int, Field(ge=0)]
+
+def updates_in(headers: Any, value: Optional[bytes]) -> int:
+    """How many updates a record of the internal topic holds: its header, or its value."""
+    for name, count in headers or ():
+        if name == UPDATES_HEADER:
+            try:
+                return int(count)
+            except ValueError:
+                break
+    try:
+        updates = orjson.loads(value or b"").get("updates")
+    except (orjson.JSONDecodeError, AttributeError):
+        return 1  # poison: one part for the dead-letter topic
+    return len(updates) if isinstance(updates, list) else 1
+
+
+class Entry(_Strict):
+    """One update of a batch record on the internal topic."""
+
+    v: Annotated[int, Field(ge=0)]
+    p: Annotated[int, Field(ge=0)]
+    t: float
+    u: Update
+    tp: Optional[str] = None
+
+
+class BatchRecord(_Strict):
+    """A record of the internal topic (see the module docstring)."""
+
+    format: Literal["rowstream-batch/1"]
+    updates: Annotated[list[Entry], Field(min_length=1)]
 
 
 BatchBody = TypeAdapter(Annotated[list[UpdateRequest], Field(max_length=MAX_ITEMS)])
@@ -140,9 +181,68 @@ def decode_update(raw: bytes) -> Update:
     return _decode(Update, raw)
 
 
-def decode_versioned(raw: bytes) -> Versioned:
-    """Decode a message of the internal topic; raise InvalidEvent (undecodable/invalid)."""
-    return _decode(Versioned, raw)
+class Versioned(NamedTuple):
+    """An update read from a batch record, with where it stands there and where it came from."""
+
+    index: int  # its place in the batch record
+    version: int  # its offset in the update topic
+    source_partition: int
+    received_at: float
+    update: Update
+    trace: Optional[str]  # the ingest span's traceparent, if any
+
+
+class BadEntry(NamedTuple):
+    """A part of a batch record that cannot be applied (``index`` None: the whole record)."""
+
+    index: Optional[int]
+    raw: bytes  # the update (the entry itself when it has none), as JSON
+    error: InvalidEvent
+    version: Optional[int]
+    source_partition: Optional[int]
+
+
+def _versioned(index: int, entry: Entry) -> Versioned:
+    received_at = entry.u.received_at if entry.u.received_at is not None else entry.t
+    return Versioned(index, entry.v, entry.p, received_at, entry.u, entry.tp)
+
+
+def decode_batch(raw: bytes) -> tuple[list[Versioned], list[BadEntry]]:
+    """The updates of a batch record, and the parts that cannot be applied: a bad update inside a
+    good record costs only itself; a record that is not a batch record is one bad part."""
+    try:
+        record = BatchRecord.model_validate_json(raw)
+    except ValidationError:
+        pass  # find out which parts are bad, below
+    else:
+        return [_versioned(i, entry) for i, entry in enumerate(record.updates)], []
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return [], [BadEntry(None, raw, InvalidEvent("undecodable", [
+            {"where": "body", "problem": f"not JSON: {exc}"}]), None, None)]
+    if (not isinstance(parsed, dict) or parsed.get("format") != BATCH_FORMAT
+            or not isinstance(parsed.get("updates"), list) or set(parsed) != {"format", "updates"}):
+        problem = (f"not a batch record of format {BATCH_FORMAT!r} (an object with exactly "
+                   f"'format' and a list 'updates')")
+        return [], [BadEntry(None, raw, InvalidEvent("invalid", [
+            {"where": "body", "problem": problem}]), None, None)]
+    good, bad = [], []
+    for index, item in enumerate(parsed["updates"]):
+        encoded = orjson.dumps(item)
+        try:
+            good.append(_versioned(index, Entry.model_validate_json(encoded)))
+        except ValidationError as exc:
+            fields = item if isinstance(item, dict) else {}
+            update = fields.get("u")
+            version, partition = fields.get("v"), fields.get("p")
+            bad.append(BadEntry(
+                index, orjson.dumps(update) if isinstance(update, dict) else encoded,
+                InvalidEvent("invalid", problems_of(exc, f"updates[{index}]")),
+                version if type(version) is int and version >= 0 else None,
+                partition if type(partition) is int and partition >= 0 else None,
+            ))
+    return good, bad
 
 
 def encode_update(app_id: str, subscription_id: str, properties: dict, received_at: float) -> bytes:
@@ -156,15 +256,16 @@ def encode_update(app_id: str, subscription_id: str, properties: dict, received_
     )
 
 
-def encode_versioned(app_id: str, subscription_id: str, properties: dict, received_at: float,
-                     version: int, source_partition: int) -> bytes:
-    return orjson.dumps(
-        {
-            "app_id": app_id,
-            "subscription_id": subscription_id,
-            "properties": properties,
-            "received_at": received_at,
-            "version": version,
-            "source_partition": source_partition,
-        }
-    )
+def batch_entry(version: int, source_partition: int, timestamp: float, update: bytes,
+                trace: Optional[bytes] = None) -> bytes:
+    """One entry of a batch record. ``update`` is the source record's value, which the caller
+    has decoded (``decode_update``): it is a JSON object and goes in as it is."""
+    if trace is None:
+        return b'{"v":%d,"p":%d,"t":%.3f,"u":%b}' % (version, source_partition, timestamp, update)
+    return b'{"v":%d,"p":%d,"t":%.3f,"u":%b,"tp":%b}' % (
+        version, source_partition, timestamp, update, orjson.dumps(trace.decode("ascii", "replace")))
+
+
+def batch_record(entries: list[bytes]) -> bytes:
+    """A batch record of entries made by ``batch_entry``."""
+    return b'{"format":"' + BATCH_FORMAT.encode() + b'","updates":[' + b",".join(entries) + b"]}"

@@ -1,7 +1,9 @@
 """What the inspection commands compute from records: pure, no I/O.
 
 A record here is ``Seen``: a message of the update, internal or dead-letter topic with its value
-decoded as far as it goes (a dead letter's value is the original bytes, maybe undecodable).
+decoded as far as it goes (a dead letter's value is the original bytes, maybe undecodable). A
+batch record of the internal topic is shown as one ``Seen`` per update (``unbatch``), with its
+place in the record as ``index``, so that filters and output work per update.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Seen(NamedTuple):
     key: Optional[bytes]
     value: Optional[bytes]
     headers: tuple[tuple[str, bytes], ...] = ()
+    index: Optional[int] = None  # an update's place in a batch record of the internal topic
 
     @property
     def body(self) -> Optional[dict]:
@@ -56,6 +59,7 @@ class Seen(NamedTuple):
             "topic": self.topic,
             "partition": self.partition,
             "offset": self.offset,
+            **({} if self.index is None else {"index": self.index}),
             "timestamp": datetime.fromtimestamp(self.timestamp, timezone.utc).isoformat(),
             "key": (self.key or b"").decode(errors="replace"),
         }
@@ -66,6 +70,24 @@ class Seen(NamedTuple):
         if self.headers:
             out["headers"] = {name: value.decode(errors="replace") for name, value in self.headers}
         return out
+
+
+def unbatch(seen: Seen) -> list[Seen]:
+    """A batch record as one ``Seen`` per update (the update with its ``version`` and
+    ``source_partition``); any other record as it is."""
+    body = seen.body
+    updates = body.get("updates") if body is not None and "format" in body else None
+    if not isinstance(updates, list):
+        return [seen]
+    found = []
+    for index, entry in enumerate(updates):
+        if isinstance(entry, dict) and isinstance(entry.get("u"), dict):
+            value = orjson.dumps({**entry["u"], "version": entry.get("v"),
+                                  "source_partition": entry.get("p")})
+        else:
+            value = orjson.dumps(entry)
+        found.append(seen._replace(value=value, index=index))
+    return found
 
 
 class Filter(NamedTuple):
@@ -136,4 +158,4 @@ def top_talkers(records: Iterable[Seen], window: float, top: int) -> tuple[list[
     return ranked(apps, app_windows), ranked(rows, row_windows), total
 
 
-__all__ = ["Filter", "Seen", "Talker", "parse_time", "top_talkers"]
+__all__ = ["Filter", "Seen", "Talker", "parse_time", "top_talkers", "unbatch"]

@@ -1,12 +1,16 @@
 """The lag monitor: every ROWSTREAM_LAG_INTERVAL seconds, measure the lag of the partitions this
-worker owns, export it as Prometheus gauges, and share it with the other workers.
+worker owns (message lag, waiting updates, time lag), export it as Prometheus gauges, and share it
+with the other workers.
 
 Faust's own monitor does not derive lag, and sees a partition's end offset only while messages
 flow through it. So the monitor keeps a small side consumer (no group membership, no commits,
 paused between rounds) that fetches each owned partition from its committed offset once a round:
 the fetch response carries the high watermark (the log end offset), and the first record returned
 is the oldest message not yet committed (its timestamp gives the time lag). This works the same
-whether the partition is flowing, idle, or paused by a held shard.
+whether the partition is flowing, idle, or paused by a held shard. On the internal topic, whose
+batch records hold many updates each, the monitor reads on to the end and counts the updates the
+waiting records hold (``app.lag.UpdateCounts``: each record is read once, later rounds go on from
+where the last one stopped).
 
 The snapshot goes to ``rowstream-lag`` (one record per worker per round, key = the worker's URL);
 ``tables/lag.py`` keeps the newest snapshot of every worker, so any worker answers ``GET /lag/``
@@ -22,15 +26,14 @@ from typing import Optional
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import ConsumerStoppedError, KafkaConnectionError, KafkaError
 from faust.exceptions import NotReady
 from mode import Service
 
-from app import metrics
+from app import events, metrics
 from app.admin import bootstrap_servers
-from app.lag import PartitionLag
+from app.lag import PartitionLag, UpdateCounts
 from app.main import app, settings
-from app.offsets import group_offsets
 from app.topics import by_subscription_topic, lag_topic, updates_topic
 
 log = logging.getLogger("rowstream.lag")
@@ -52,6 +55,8 @@ class LagMonitor(Service):
         self._side: Optional[AIOKafkaConsumer] = None
         self._assigned: set[TopicPartition] = set()
         self._broker_committed: dict[TopicPartition, Optional[int]] = {}
+        self._round: Optional[asyncio.Future] = None  # the lag round in progress
+        self._counts: dict[TopicPartition, UpdateCounts] = {}  # internal partitions' updates
 
     def _new_side_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -59,24 +64,45 @@ class LagMonitor(Service):
             group_id=settings.group_id,  # to read the group's committed offsets; never joins
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=16 * 1024,
+            max_partition_fetch_bytes=64 * 1024,
             fetch_max_bytes=4 * 1024 * 1024,
             client_id=f"{settings.group_id}-lag-monitor",
         )
 
     async def on_stop(self) -> None:
+        # mode calls on_stop before it stops the timer: a round may be inside the side
+        # consumer's getmany. End the round first, then the consumer (stopping the consumer under
+        # a round raised ConsumerStoppedError, which crashed the worker on SIGTERM).
+        if self._round is not None:
+            self._round.cancel()
+            await asyncio.gather(self._round, return_exceptions=True)
         if self._side is not None:
             await self._side.stop()
 
     @Service.timer(1.0)
     async def _tick(self) -> None:
+        await self.tick()
+
+    async def tick(self) -> None:
+        """Run a lag round if one is due; a failure makes the worker not ready, never crashes it."""
         if self.last_success is not None and time.time() - self.last_success < self.interval:
             return
+        if self.should_stop:
+            return
+        self._round = asyncio.ensure_future(
+            asyncio.wait_for(self.refresh(), timeout=max(10.0, 3 * self.interval)))
         try:
-            await asyncio.wait_for(self.refresh(), timeout=max(10.0, 3 * self.interval))
+            await self._round
+        except asyncio.CancelledError:
+            if self.should_stop:
+                return  # on_stop ended the round
+            raise
         except NotReady:
             pass  # the worker is starting or stopping: its producer is not running
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (KafkaError, ConsumerStoppedError, OSError, asyncio.TimeoutError) as exc:
+            # ConsumerStoppedError is no KafkaError: the offsets client stopped under the round
+            if self.should_stop:
+                return
             if not self.failing:
                 log.warning("lag refresh failed: %r (the worker reports not ready until it works "
                             "again; repeats are not logged)", exc)
@@ -85,6 +111,8 @@ class LagMonitor(Service):
             if self.failing:
                 log.info("lag refresh works again")
             self.failing = False
+        finally:
+            self._round = None
 
     def owned(self) -> list[TopicPartition]:
         watched = {updates_topic.get_topic_name(), by_subscription_topic.get_topic_name()}
@@ -109,40 +137,71 @@ class LagMonitor(Service):
             side.assign(owned)
             self._assigned = set(owned)
             self._broker_committed = {}
+            self._counts = {}
         if not owned:
             self.latest = {}
             self.last_success = time.time()
             await self._share()
             return
         committed = await self._committed(owned)
+        internal = by_subscription_topic.get_topic_name()
         started_ms = int(time.time() * 1000)
         for tp in owned:
-            side.seek(tp, committed[tp] or 0)
+            start = committed[tp] or 0
+            if tp.topic == internal:  # read on where the last round stopped counting
+                start = self._counts.setdefault(tp, UpdateCounts()).resume_at(start)
+            side.seek(tp, start)
         side.resume(*owned)
         oldest: dict[TopicPartition, float] = {}
+
+        def polled(tp: TopicPartition) -> bool:
+            return (side.last_poll_timestamp(tp) or 0) >= started_ms
+
+        def finished(tp: TopicPartition) -> bool:
+            if not polled(tp):
+                return False
+            if tp.topic != internal:
+                return True  # the record at the committed offset, if any, came with the poll
+            return self._counts[tp].resume_at(committed[tp] or 0) >= (side.highwater(tp) or 0)
+
+        reading = owned
         deadline = time.monotonic() + max(2.0, self.interval)
         try:
-            while time.monotonic() < deadline:
-                batch = await side.getmany(*owned, timeout_ms=200)
+            while reading and time.monotonic() < deadline:
+                batch = await side.getmany(*reading, timeout_ms=200)
                 for tp, records in batch.items():
-                    if records and tp not in oldest:
+                    if tp.topic == internal:
+                        counts = self._counts[tp]
+                        for record in records:
+                            counts.add(record.offset, events.updates_in(record.headers, record.value),
+                                       record.timestamp / 1000.0)
+                    elif records and tp not in oldest:
                         oldest[tp] = records[0].timestamp / 1000.0
-                if all((side.last_poll_timestamp(tp) or 0) >= started_ms for tp in owned):
-                    break
-            else:  # not every partition was fetched: nothing measured is current
+                done = [tp for tp in reading if finished(tp)]
+                if done:
+                    side.pause(*done)
+                    reading = [tp for tp in reading if tp not in done]
+            if not all(polled(tp) for tp in owned):  # nothing measured is current
                 raise KafkaConnectionError("the broker did not answer the lag round's fetches")
         finally:
             side.pause(*owned)
         now = time.time()
         owner = worker_url()
-        self.latest = {
-            tp: PartitionLag(tp.topic, tp.partition, side.highwater(tp), committed[tp],
-                             oldest.get(tp), owner, now)
-            for tp in owned
-        }
+        self.latest = {}
+        for tp in owned:
+            end, start = side.highwater(tp), committed[tp] or 0
+            updates = None
+            if tp.topic == internal:  # batch records: count what they hold
+                counts = self._counts[tp]
+                oldest_at, updates = counts.oldest(start), counts.waiting(start, end or 0)
+            else:
+                oldest_at = oldest.get(tp)
+            self.latest[tp] = PartitionLag(tp.topic, tp.partition, end, committed[tp], oldest_at,
+                                           owner, now, updates)
         for tp, lag in self.latest.items():
             labels = (_short(tp.topic), str(tp.partition))
             metrics.MESSAGE_LAG.labels(*labels).set(lag.message_lag)
+            metrics.WAITING_UPDATES.labels(*labels).set(lag.waiting_updates)
             metrics.TIME_LAG.labels(*labels).set(lag.time_lag(now))
         self.last_success = now
         await self._share()
@@ -157,7 +216,7 @@ class LagMonitor(Service):
         result: dict[TopicPartition, Optional[int]] = {}
         unknown = [tp for tp in owned if tp not in self._broker_committed]
         if unknown:
-            self._broker_committed.update(await group_offsets.committed(unknown))
+            self._broker_committed.update(await app.group_offsets.committed(unknown))
         for tp in owned:
             known = [o for o in (own_commits.get((tp.topic, tp.partition)),
                                  self._broker_committed[tp]) if o is not None]
@@ -167,7 +226,7 @@ class LagMonitor(Service):
     def _drop_gauges(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
             labels = (_short(tp.topic), str(tp.partition))
-            for gauge in (metrics.MESSAGE_LAG, metrics.TIME_LAG):
+            for gauge in (metrics.MESSAGE_LAG, metrics.WAITING_UPDATES, metrics.TIME_LAG):
                 try:
                     gauge.remove(*labels)
                 except KeyError:

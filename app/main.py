@@ -11,11 +11,12 @@ import os
 import sys
 from pathlib import Path
 
-import faust
 import mode.loop
 
-from app import auth, events, speedups, tracing  # noqa: F401 (speedups patches Faust, aiokafka)
+from app import auth, events, tracing
 from app import settings as settings_module
+from app.consumer import RowstreamApp
+from app.offsets import GroupOffsets
 from app.partitioning import Layout
 from app.shards import Shards
 
@@ -36,8 +37,9 @@ layout = Layout(settings.partitions, settings.slot_map, len(settings.shards))
 if settings.otlp_endpoint:
     tracing.configure(settings.otlp_endpoint)
 
-app = faust.App(
+app = RowstreamApp(
     settings.group_id,  # the Kafka consumer group: renaming it is a migration
+    group_offsets=GroupOffsets(settings.broker, settings.group_id),
     broker=settings.broker,
     origin="app",
     datadir=settings.data_dir or str(Path(".local") / f"worker-{settings.web_port}"),

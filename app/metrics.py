@@ -16,6 +16,12 @@ MESSAGE_LAG = Gauge(
     "Log end offset minus the group's committed offset, per partition this worker owns.",
     ["topic", "partition"], registry=REGISTRY,
 )
+WAITING_UPDATES = Gauge(
+    "rowstream_waiting_updates",
+    "Updates held by the records counted in rowstream_message_lag (equal to it where every "
+    "record holds one update: the update topic), per partition this worker owns.",
+    ["topic", "partition"], registry=REGISTRY,
+)
 TIME_LAG = Gauge(
     "rowstream_time_lag_seconds",
     "Now minus the timestamp of the oldest message not yet committed (0 when none waits).",

@@ -16,7 +16,6 @@ from mode import Service
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from app.admin import bootstrap_servers
-from app.main import app, settings
 
 log = logging.getLogger("rowstream.offsets")
 T = TypeVar("T")
@@ -26,8 +25,10 @@ class GroupOffsets(Service):
     """One OffsetFetch per partition, concurrently (tansu truncates the answer for "all
     partitions"); retried with capped backoff while the broker does not answer."""
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, broker: str, group_id: str, **kwargs: object) -> None:
         super().__init__(**kwargs)
+        self.broker = broker
+        self.group_id = group_id
         self._client: Optional[AIOKafkaConsumer] = None
         self._connecting = asyncio.Lock()
 
@@ -35,10 +36,10 @@ class GroupOffsets(Service):
         async with self._connecting:
             if self._client is None:
                 client = AIOKafkaConsumer(
-                    bootstrap_servers=bootstrap_servers(settings.broker),
-                    group_id=settings.group_id,  # to read the group's offsets; never joins it
+                    bootstrap_servers=bootstrap_servers(self.broker),
+                    group_id=self.group_id,  # to read the group's offsets; never joins it
                     enable_auto_commit=False,
-                    client_id=f"{settings.group_id}-offsets",
+                    client_id=f"{self.group_id}-offsets",
                 )
                 await client.start()
                 self._client = client
@@ -84,8 +85,4 @@ def _log_retry(state: RetryCallState) -> None:
                 state.attempt_number, state.outcome.exception(), state.next_action.sleep)
 
 
-group_offsets = GroupOffsets()
-app.service(group_offsets)
-
-
-__all__ = ["GroupOffsets", "group_offsets"]
+__all__ = ["GroupOffsets"]

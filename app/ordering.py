@@ -23,10 +23,11 @@ class InOrder:
     """Per partition, the next offset that may be handed on.
 
     ``begin`` sets it to the group's committed offset when the partition (re)starts; every handed
-    on event moves it past itself. An event at or before it is a re-delivery (a rewind to an
-    earlier offset, Faust's or ours): handed on, since the sink must write it after what it already
-    holds, and harmless, since the writes are idempotent. An event after it means records were
-    skipped: not handed on, and ``admit`` answers the offset to read again from.
+    on unit (the records of one partition from one fetch) moves it past its last record. A unit
+    that starts at or before it is (partly) a re-delivery (a rewind to an earlier offset, Faust's
+    or ours): handed on, since the sink must write it after what it already holds, and harmless,
+    since the writes are idempotent. A unit that starts after it means records were skipped: not
+    handed on, and ``admit`` answers the offset to read again from.
     """
 
     def __init__(self) -> None:
@@ -45,13 +46,15 @@ class InOrder:
         else:
             self._next[partition] = committed
 
-    def admit(self, partition: int, offset: int) -> Optional[int]:
-        """None: hand the event on. Otherwise the offset to read the partition again from."""
+    def admit(self, partition: int, first: int, last: Optional[int] = None) -> Optional[int]:
+        """None: hand on the unit of records ``first..last`` (one record when ``last`` is None).
+        Otherwise the offset to read the partition again from."""
         expected = self._next.get(partition)
-        if expected is not None and offset > expected:
+        if expected is not None and first > expected:
             return expected
-        if expected is None or offset == expected:
-            self._next[partition] = offset + 1
+        end = (first if last is None else last) + 1
+        if expected is None or end > expected:
+            self._next[partition] = end
         return None
 
     def rewind(self, partition: int, offset: int) -> bool:

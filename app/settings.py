@@ -114,6 +114,14 @@ class Settings(BaseModel):
     batch_wait: float = Field(
         0.05, gt=0, le=60, description="ROWSTREAM_BATCH_WAIT: seconds a batch waits to fill up",
     )
+    forward_batch: int = Field(
+        1000, ge=1, le=100_000,
+        description="ROWSTREAM_FORWARD_BATCH: most updates in one batch record of the internal topic",
+    )
+    forward_linger: float = Field(
+        0.01, gt=0, le=5,
+        description="ROWSTREAM_FORWARD_LINGER: seconds a batch record waits to fill up",
+    )
     pool_size: int = Field(
         4, ge=1, le=100, description="ROWSTREAM_POOL_SIZE: Postgres connections per shard",
     )

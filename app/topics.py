@@ -56,6 +56,11 @@ stats_topic = _raw_topic("rowstream-shard-stats", 1)
 #: Each worker's lag snapshot, once a round (key = the worker's URL); feeds tables/lag.py.
 lag_topic = _raw_topic("rowstream-lag", 1)
 
+# The agents' input topics reach them as units (records of one partition from one fetch), in
+# offset order from the committed offset: app/consumer.py.
+app.deliver_in_units(updates_topic, "subscription-updates")
+app.deliver_in_units(by_subscription_topic, "rowstream-by-subscription")
+
 OWN_TOPICS = (updates_topic, by_subscription_topic, dead_letter_topic, stats_topic, lag_topic)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
-from typing import Awaitable, Callable, Collection, NamedTuple, Sequence
+from typing import Awaitable, Callable, Collection, Iterable, NamedTuple, Sequence
 
 from mode import Service
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
@@ -93,7 +93,8 @@ async def write_isolating(write: Write, items: Sequence[Item]) -> tuple[int, lis
 
 
 class ShardWriter(Service):
-    """Batches of at most ``batch_size`` events, each waiting at most ``batch_wait`` to fill."""
+    """Batches of at most ``batch_size`` events, each waiting at most ``batch_wait`` to fill.
+    Past ``high_water`` queued events (default: four batches) the shard's partitions pause."""
 
     def __init__(
         self,
@@ -106,6 +107,7 @@ class ShardWriter(Service):
         on_batch: OnBatch,
         on_rejected: OnRejected,
         on_backlog: OnBacklog,
+        high_water: int = 0,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
@@ -117,7 +119,7 @@ class ShardWriter(Service):
         self.on_batch = on_batch
         self.on_rejected = on_rejected
         self.on_backlog = on_backlog
-        self.high_water = 4 * batch_size
+        self.high_water = high_water or 4 * batch_size
         self.paused = False
         self.errors: Counter[str] = Counter()  # failed writes by kind, since start
         self._pending: deque[Item] = deque()
@@ -130,7 +132,12 @@ class ShardWriter(Service):
 
     def add(self, item: Item) -> None:
         """Queue one event; never blocks. Pauses this shard's partitions past the high water."""
-        self._pending.append(item)
+        self.extend((item,))
+
+    def extend(self, items: Iterable[Item]) -> None:
+        """Queue events in order; never blocks. Pauses this shard's partitions past the high
+        water."""
+        self._pending.extend(items)
         self._arrived.set()
         if len(self._pending) >= self.batch_size:
             self._full.set()

@@ -67,7 +67,8 @@ async def lag_view(web, request):
     partitions = [{**lag.as_json(now), "topic": _short(lag.topic)} for lag in lags]
     shards = [{**total, "topic": _short(total["topic"])}
               for total in per_shard_totals(lags, layout.shard_of_partition, now)]
-    text = table(partitions, ["topic", "partition", "message_lag", "time_lag_seconds", "owner",
-                              "age_seconds"])
-    text += "\n" + table(shards, ["topic", "shard", "message_lag", "time_lag_seconds"])
+    text = table(partitions, ["topic", "partition", "message_lag", "waiting_updates",
+                              "time_lag_seconds", "owner", "age_seconds"])
+    text += "\n" + table(shards, ["topic", "shard", "message_lag", "waiting_updates",
+                                  "time_lag_seconds"])
     return answer(web, request, {"partitions": partitions, "shards": shards}, text)

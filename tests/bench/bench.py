@@ -5,8 +5,12 @@ its own topics, consumer group and shard databases, and prints absolute figures 
 baseline measured in the same run; writes them as JSON under ``--out``.
 
 Throughput is measured from the topic to committed rows: the topic is preloaded, the workers are
-started, and the sink's committed offsets (which only move past events written to Postgres) are
-sampled; the rate is taken between 10 % and 90 % of the events, so start-up and the tail are out.
+started, and the updates applied are sampled (rowstream: the updates its shard writers committed,
+from each worker's /metrics; the naive baseline: its committed offsets, one update per record).
+Two rates: between 10 % and 90 % of the updates (start-up and tail out), and from the first row
+written to the final state (every offset of both topics committed: what a user waits for). CPU
+per update of the workers, the broker and Postgres comes from /proc over the same span (first row
+to final state; Postgres: the server and all its backends).
 The burst case produces straight to the update topic at a steady rate, then a burst, then steady
 again, samples ``GET /lag/`` every second and draws message lag and time lag over time
 (``burst.png``).
@@ -111,26 +115,45 @@ class Bench:
 
     # --- measurement ------------------------------------------------------------------------
 
-    async def drain(self, pipeline: Pipeline, topic: str, group: str, total: int,
-                    timeout: float) -> dict[str, Any]:
-        """Sample the group's committed offsets of ``topic`` until they reach ``total``."""
+    def cpu(self, workers: list[int]) -> dict[str, float]:
+        """CPU seconds used so far by the worker processes, the broker and Postgres."""
+        assert self.broker.process is not None
+        postmaster = int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0])
+        return {"worker": sum(process_cpu(pid) for pid in workers),
+                "broker": process_cpu(self.broker.process.pid),
+                "postgres": process_cpu(postmaster, exited_children=True)
+                + sum(process_cpu(pid) for pid in children(postmaster))}
+
+    async def measure(self, total: int, applied: Any, finished: Any, workers: list[int],
+                      timeout: float) -> dict[str, Any]:
+        """Sample ``applied()`` (updates written so far) until ``finished()`` (the final state);
+        the rates, and CPU µs per update between the first row written and the final state."""
         samples: list[tuple[float, int]] = []
         started = time.monotonic()
+        first: Optional[tuple[float, dict[str, float]]] = None
+        last = (0.0, self.cpu(workers))
+        done = False
         while time.monotonic() - started < timeout:
-            done = sum((await pipeline.committed(topic, group=group)).values())
-            samples.append((time.monotonic() - started, done))
-            if done >= total:
+            now, count = time.monotonic() - started, await applied()
+            samples.append((now, count))
+            if first is None and count > 0:
+                first = (now, self.cpu(workers))
+            if count >= total and await finished():
+                last, done = (time.monotonic() - started, self.cpu(workers)), True
                 break
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.25)
         low = next((t for t, d in samples if d >= 0.1 * total), None)
         high = next((t for t, d in samples if d >= 0.9 * total), None)
-        if low is not None and high is not None and high - low >= 2.0:
-            rate = 0.8 * total / (high - low)
-        else:  # a small run: from the last sample with nothing committed to the end
-            first = max((t for t, d in samples if d == 0), default=0.0)
-            rate = samples[-1][1] / (samples[-1][0] - first) if samples[-1][0] > first else 0.0
-        return {"events_per_s": round(rate), "drained": samples[-1][1] >= total,
-                "seconds": round(samples[-1][0], 1)}
+        result: dict[str, Any] = {"drained": done, "seconds": round(last[0], 1)}
+        result["events_per_s"] = 0
+        if first is not None and done and last[0] > first[0]:
+            result["first_row_to_final_per_s"] = round(total / (last[0] - first[0]))
+            result["events_per_s"] = result["first_row_to_final_per_s"]  # a small run: all of it
+            if low is not None and high is not None and high - low >= 2.0:
+                result["events_per_s"] = round(0.8 * total / (high - low))
+            for part in ("worker", "broker", "postgres"):
+                result[f"{part}_cpu_us"] = round((last[1][part] - first[1][part]) / total * 1e6, 1)
+        return result
 
     async def naive(self, updates: list[tuple]) -> dict[str, Any]:
         pipeline = self.pipeline(self.args.partitions)
@@ -146,9 +169,17 @@ class Bench:
         process = subprocess.Popen([sys.executable, "-m", "faust", "-A", "tests.bench.naive", "-l",
                                     "warn", "worker"], env=env, cwd=ROOT, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
+        topic = "subscription-updates"
+
+        async def applied() -> int:
+            return sum((await pipeline.committed(topic, group=group)).values())
+
+        async def finished() -> bool:
+            return True  # it commits only past written events
+
         try:
-            return await self.drain(pipeline, "subscription-updates", group, len(updates),
-                                    self.args.timeout)
+            return await self.measure(len(updates), applied, finished, [process.pid],
+                                      self.args.timeout)
         finally:
             process.terminate()
             process.wait(30)
@@ -159,9 +190,21 @@ class Bench:
         pipeline = self.pipeline(partitions or self.args.partitions)
         await self.preload(pipeline, updates)
         started = [pipeline.start_worker() for _ in range(workers)]
+        internal_end: dict[int, int] = {}
+
+        async def finished() -> bool:
+            """Both topics committed to their end: every update is in Postgres."""
+            source = await pipeline.committed("subscription-updates")
+            if sum(source.values()) < len(updates):
+                return False
+            if not internal_end:  # final once the update topic is committed
+                internal_end.update(await pipeline.end_offsets("rowstream-by-subscription"))
+            return await pipeline.committed("rowstream-by-subscription") == internal_end
+
         try:
-            result = await self.drain(pipeline, "rowstream-by-subscription", pipeline.name,
-                                      len(updates), self.args.timeout)
+            result = await self.measure(len(updates), lambda: applied(started), finished,
+                                        [w.process.pid for w in started if w.process],
+                                        self.args.timeout)
             result["rss_mb"] = max(rss_mb(w) for w in started)
             return result
         finally:
@@ -345,6 +388,50 @@ async def load(base: str, seconds: float, request, events_per_request: int,
             "p99_ms": round(p99, 1)}
 
 
+async def applied(workers: list[Worker]) -> int:
+    """Updates the workers' shard writers committed (re-deliveries after a rebalance included),
+    from their /metrics: the sum of rowstream_shard_batch_size."""
+    total = 0.0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        for worker in workers:
+            try:
+                async with session.get(f"http://127.0.0.1:{worker.web_port}/metrics") as response:
+                    text = await response.text()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                continue  # starting or busy: counted at the next sample
+            total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                         if line.startswith("rowstream_shard_batch_size_sum"))
+    return int(total)
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int, exited_children: bool = False) -> float:
+    """CPU seconds (user + system, all threads) of a process from /proc; with
+    ``exited_children``, also those of its children that exited and were waited for."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    used = int(fields[11]) + int(fields[12])  # utime, stime
+    if exited_children:
+        used += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return used / TICKS
+
+
+def children(parent: int) -> list[int]:
+    """The running child processes of ``parent``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return found
+
+
 def rss_mb(worker: Worker) -> float:
     assert worker.process is not None
     return round(rss_bytes(worker.process.pid) / 2**20, 1)
@@ -378,7 +465,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     baseline = results.get("baseline (naive, 1 worker)", {}).get("events_per_s")
-    lines = [f"{'case':<40} {'events/s':>10} {'× baseline':>11}  notes"]
+    lines = [f"{'case':<40} {'events/s':>10} {'× baseline':>11} {'1st→final':>10} "
+             f"{'CPU µs/update: worker broker postgres':>38}  notes"]
     for name, figures in results.items():
         if not isinstance(figures, dict) or "events_per_s" not in figures:
             continue
@@ -386,7 +474,10 @@ def table(results: dict[str, Any]) -> str:
         if "rss_mb" in figures:
             notes = f"worker RSS {figures['rss_mb']} MB {notes}".strip()
         ratio = f"{figures['events_per_s'] / baseline:>10.1f}x" if baseline else f"{'n/a':>11}"
-        lines.append(f"{name:<40} {figures['events_per_s']:>10,} {ratio}  {notes}")
+        cpu = " ".join(f"{figures.get(f'{part}_cpu_us', 'n/a'):>8}"
+                       for part in ("worker", "broker", "postgres"))
+        lines.append(f"{name:<40} {figures['events_per_s']:>10,} {ratio} "
+                     f"{figures.get('first_row_to_final_per_s', 0):>10,} {cpu:>38}  {notes}")
     if "ingest, 1 worker" in results:
         ingest = results["ingest, 1 worker"]
         lines.append(f"{'ingest: single PATCH':<40} {ingest['single_requests_per_s']:>10,} "

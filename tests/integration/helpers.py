@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 import aiohttp
+import orjson
 import psycopg2
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -206,6 +207,11 @@ class Pipeline:
                     for p in range(self.partitions)}
         finally:
             await consumer.stop()
+
+    async def internal_updates(self) -> int:
+        """Updates held by the batch records of the internal topic."""
+        records = await self.read_topic("rowstream-by-subscription")
+        return sum(len(orjson.loads(record.value)["updates"]) for record in records)
 
     async def end_offsets(self, name: str) -> dict[int, int]:
         """High watermark of each partition, from fetch responses."""

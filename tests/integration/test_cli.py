@@ -65,6 +65,14 @@ async def test_inspect_traffic_lag_and_redrive(pipeline_factory):
     lines = [orjson.loads(line) for line in out.splitlines()]
     assert code == 0 and len(lines) == 5
     assert all(line["value"]["subscription_id"] == hot[1] for line in lines)
+    # The internal topic's batch records: one line per update, with its place in the record.
+    code, out, err = run(pipeline, "inspect", "--topic", "internal", "--app", APP,
+                         "--subscription", hot[1], "--limit", "5")
+    parts = [orjson.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(parts) == 5 and "5 update(s)" in err, err
+    assert all(p["value"]["subscription_id"] == hot[1] and isinstance(p["index"], int)
+               and isinstance(p["value"]["version"], int) for p in parts)
+    assert [p["value"]["version"] for p in parts] == sorted(p["value"]["version"] for p in parts)
     code, out, _ = run(pipeline, "inspect", "--key", "u7", "--limit", "50")
     # update 7 sets u7; the third later update of its row deletes it
     assert [orjson.loads(line)["value"]["properties"]["u7"] for line in out.splitlines()] == [7, None]

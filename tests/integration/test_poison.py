@@ -4,7 +4,7 @@ its reason and coordinates, and the updates after it are applied."""
 import orjson
 import psycopg2
 
-from app import sql
+from app import events, sql
 from tests.integration.helpers import eventually
 from app.coalesce import apply
 
@@ -86,6 +86,52 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_partition_moves_on(p
             assert orjson.loads(record.value)["properties"] == {"forbidden": 1, "e": 5}
             assert "23514" in headers["rowstream-error"]  # check_violation
             assert headers["rowstream-seen-topic"] == pipeline.topic("rowstream-by-subscription")
+            assert int(headers["rowstream-seen-index"]) >= 0  # its place in the batch record
         else:
             assert record.value == (source or b"")
     assert sorted(found, key=lambda f: f[1]) == wanted
+
+
+async def test_a_poison_update_inside_a_batch_record_is_dead_lettered_alone(pipeline_factory):
+    """Batch records written to the internal topic by someone else than the repartition: a bad
+    update costs only itself (dead-lettered with the record's coordinates and its index), a
+    record that is not a batch record is dead-lettered whole, and the good updates apply."""
+    pipeline = pipeline_factory()
+    layout = pipeline.layout
+    target = layout.target_partition(APP, SUB)
+    good = [events.batch_entry(10, 3, 1.0, update({"a": 1})),
+            events.batch_entry(11, 3, 1.0, update({"b": 2}))]
+    bad = events.batch_entry(12, 3, 1.0, update({"nested": [1]}))
+    after = events.batch_entry(13, 3, 1.0, update({"a": None, "c": 3}))
+    records = [events.batch_record([good[0], bad, good[1]]), b"not a batch record",
+               events.batch_record([after])]
+    producer = pipeline.producer()
+    await producer.start()
+    try:
+        offsets = [(await producer.send_and_wait(pipeline.topic("rowstream-by-subscription"), value,
+                                                 partition=target)).offset for value in records]
+    finally:
+        await producer.stop()
+    pipeline.start_worker()
+    await pipeline.wait_for_rows({(APP, SUB): {"b": 2, "c": 3}}, 120, "the good updates")
+
+    async def two_letters():
+        return len(await pipeline.read_topic("rowstream-dead-letters")) >= 2
+
+    await eventually(two_letters, timeout=60, what="both poison parts in the DLQ")
+    letters = {}
+    for record in await pipeline.read_topic("rowstream-dead-letters"):
+        headers = {name: value.decode() for name, value in record.headers}
+        letters[headers.get("rowstream-seen-index")] = (headers, record)
+    inside, inside_record = letters["1"]
+    assert inside["rowstream-reason"] == "invalid" and "updates[1].u.properties.nested" in \
+        inside["rowstream-error"]
+    assert (inside["rowstream-seen-topic"], int(inside["rowstream-seen-partition"]),
+            int(inside["rowstream-seen-offset"])) == (
+        pipeline.topic("rowstream-by-subscription"), target, offsets[0])
+    assert (inside["rowstream-topic"], inside["rowstream-partition"], inside["rowstream-offset"]) \
+        == (pipeline.topic("subscription-updates"), "3", "12")  # its origin, from the entry
+    assert orjson.loads(inside_record.value)["properties"] == {"nested": [1]}  # the update alone
+    whole, whole_record = letters[None]
+    assert whole["rowstream-reason"] == "undecodable" and whole_record.value == records[1]
+    assert int(whole["rowstream-seen-offset"]) == offsets[1]

@@ -75,15 +75,44 @@ def test_problems_never_echo_the_input():
     assert secret not in str(caught.value)
 
 
-def test_versioned_round_trip():
-    update = events.decode_update(message(received_at=12.5))
-    raw = events.encode_versioned(str(update.app_id), str(update.subscription_id),
-                                  update.properties, 12.5, version=41, source_partition=9)
-    versioned = events.decode_versioned(raw)
-    assert (versioned.version, versioned.source_partition, versioned.received_at) == (41, 9, 12.5)
-    assert versioned.properties == update.properties
-    with pytest.raises(events.InvalidEvent, match="version"):
-        events.decode_versioned(message())
+def test_a_batch_record_round_trip_keeps_versions_origins_and_traces():
+    raws = [message(received_at=12.5), message(properties={"b": None})]
+    entries = [events.batch_entry(41, 9, 100.25, raws[0]),
+               events.batch_entry(42, 9, 100.5, raws[1], trace=b"00-abc-01")]
+    record = events.batch_record(entries)
+    assert orjson.loads(record)["format"] == events.BATCH_FORMAT
+    updates, bad = events.decode_batch(record)
+    assert not bad
+    assert [(u.index, u.version, u.source_partition, u.received_at, u.trace) for u in updates] == [
+        (0, 41, 9, 12.5, None), (1, 42, 9, 100.5, "00-abc-01")]  # no received_at: the timestamp
+    assert updates[1].update == events.decode_update(raws[1])
+
+
+def test_a_bad_update_inside_a_batch_record_costs_only_itself():
+    good = orjson.loads(events.batch_entry(7, 1, 5.0, message()))
+    entries = [good, {**good, "v": 8, "u": {**good["u"], "properties": {"a": [1]}}},
+               {**good, "v": 9}, "not an entry", {**good, "v": -1}]
+    updates, bad = events.decode_batch(orjson.dumps({"format": events.BATCH_FORMAT,
+                                                     "updates": entries}))
+    assert [u.version for u in updates] == [7, 9]
+    assert [(b.index, b.version, b.source_partition, b.error.reason) for b in bad] == [
+        (1, 8, 1, "invalid"), (3, None, None, "invalid"), (4, None, 1, "invalid")]
+    assert "updates[1].u.properties.a" in str(bad[0].error)
+    assert orjson.loads(bad[0].raw) == entries[1]["u"]  # the update alone, for a redrive
+    assert bad[1].raw == b'"not an entry"'
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"\xff\x00", "undecodable"),
+    (b"[]", "invalid"),
+    (b'{"format": "rowstream-batch/2", "updates": []}', "invalid"),
+    (b'{"format": "rowstream-batch/1", "updates": {}}', "invalid"),
+    (b'{"format": "rowstream-batch/1", "updates": [], "more": 1}', "invalid"),
+])
+def test_a_record_that_is_not_a_batch_record_is_one_bad_part(raw, reason):
+    updates, bad = events.decode_batch(raw)
+    assert updates == [] and len(bad) == 1
+    assert (bad[0].index, bad[0].raw, bad[0].error.reason) == (None, raw, reason)
 
 
 def test_batch_names_each_bad_item_by_index():

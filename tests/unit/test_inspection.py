@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from app.inspection import Filter, Seen, parse_time, top_talkers
+from app.inspection import Filter, Seen, parse_time, top_talkers, unbatch
 
 NOW = 1_800_000_000.0
 
@@ -52,3 +52,19 @@ def test_top_talkers_rank_apps_and_rows_with_their_busiest_window():
     assert [(t.who, t.events, t.peak) for t in apps] == [("a", 6, 5), ("b", 3, 3)]
     assert [(t.who, t.events) for t in rows] == [("a/s1", 5), ("b/s1", 3)]
     assert apps[0].share == round(6 / 9, 4)
+
+
+def test_a_batch_record_is_seen_as_one_record_per_update():
+    entry = {"v": 7, "p": 2, "t": NOW, "u": {"app_id": "a", "subscription_id": "s",
+                                             "properties": {"k": 1}, "received_at": None}}
+    record = Seen("internal", 3, 40, NOW, None, orjson.dumps(
+        {"format": "rowstream-batch/1", "updates": [entry, {**entry, "v": 8, "u": {
+            **entry["u"], "subscription_id": "other"}}, "junk"]}))
+    parts = unbatch(record)
+    assert [(p.partition, p.offset, p.index) for p in parts] == [(3, 40, 0), (3, 40, 1), (3, 40, 2)]
+    assert parts[0].as_json()["index"] == 0
+    assert parts[0].body == {**entry["u"], "version": 7, "source_partition": 2}
+    assert [p.index for p in parts if Filter(subscription_id="other").matches(p)] == [1]
+    assert parts[2].body is None and parts[2].value == b'"junk"'
+    plain = seen()
+    assert unbatch(plain) == [plain] and "index" not in plain.as_json()

@@ -6,8 +6,6 @@ handed on in the end."""
 
 from types import SimpleNamespace
 
-import faust
-import faust.transport.consumer
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -104,6 +102,11 @@ def message(offset, partition=0, generation=1):
                            tp=("topic", partition))
 
 
+def unit(first, last, partition=0, generation=1):
+    return SimpleNamespace(first_offset=first, offset=last, partition=partition,
+                           generation_id=generation, tp=("topic", partition))
+
+
 class Consumer:
     """What the guard needs of the worker: its partitions, their start offsets, seek."""
 
@@ -187,11 +190,25 @@ async def test_the_guard_survives_a_seek_on_a_partition_revoked_meanwhile():
     assert guard.expected(0) is None
 
 
-def test_faust_gaps_are_off_and_faust_is_the_version_this_was_reasoned_about():
-    # app/ordering.py and app/delivery.py rely on how Faust 0.15.3 fetches, drops and commits;
-    # read them again (and rerun `make faults`) before upgrading Faust.
-    assert faust.__version__ == "0.15.3"
-    assert faust.transport.consumer.Consumer._add_gap is delivery._no_gap
+def test_units_pass_whole_and_a_partial_redelivery_moves_past_its_last_record():
+    order = InOrder()
+    order.begin(0, 100)
+    assert order.admit(0, 100, 149) is None and order.expected(0) == 150
+    assert order.admit(0, 120, 139) is None and order.expected(0) == 150  # all seen: a re-delivery
+    assert order.admit(0, 140, 199) is None and order.expected(0) == 200  # partly new
+    assert order.admit(0, 201, 210) == 200  # a record before it was skipped
+
+
+async def test_the_guard_admits_a_unit_by_its_first_record_and_reads_again_from_it():
+    consumer = Consumer({4: 10})
+    guard = consumer.guard()
+    assert await guard.admit(unit(10, 19, partition=4))
+    assert not await guard.admit(unit(25, 30, partition=4))
+    assert consumer.seeks == [(("topic", 4), 20)]
+    assert await guard.admit(unit(20, 30, partition=4))
+    assert guard.began(4) == 10 and guard.expected(4) == 31
+    guard.read_again(unit(20, 30, partition=4), "could not be forwarded (timeout)")
+    assert guard.expected(4) == 20
 
 
 @pytest.mark.parametrize("offset", [0, 5])

@@ -1,0 +1,64 @@
+"""The lag monitor's stop: a SIGTERM in the middle of a lag round ends the round before the side
+consumer stops (stopping it under the round raised ConsumerStoppedError and crashed the worker)."""
+
+import asyncio
+
+from aiokafka.errors import ConsumerStoppedError
+
+
+class SideConsumer:
+    """A side consumer whose fetch blocks until it is stopped, as aiokafka's getmany does."""
+
+    def __init__(self, events):
+        self.events = events
+        self.fetching = asyncio.Event()
+        self._stopped = asyncio.Event()
+
+    async def getmany(self):
+        self.fetching.set()
+        try:
+            await self._stopped.wait()
+        except asyncio.CancelledError:
+            self.events.append("round cancelled")
+            raise
+        raise ConsumerStoppedError()
+
+    async def stop(self):
+        self.events.append("side consumer stopped")
+        self._stopped.set()
+
+
+async def test_a_stop_in_the_middle_of_a_lag_round_ends_the_round_first(monkeypatch):
+    monkeypatch.setenv("FAUST_LOOP", "aio")  # keep the test's event loop (app.main picks uvloop)
+    from app import lagmonitor
+
+    events: list[str] = []
+    monitor = lagmonitor.LagMonitor(interval=0.1)
+    side = monitor._side = SideConsumer(events)
+
+    async def refresh():
+        await side.getmany()
+
+    monitor.refresh = refresh
+    tick = asyncio.ensure_future(monitor.tick())
+    await asyncio.wait_for(side.fetching.wait(), 5)
+    monitor._stopped.set()  # what mode's Service.stop does before on_stop
+    await asyncio.wait_for(monitor.on_stop(), 5)
+    await asyncio.wait_for(tick, 5)  # ends quietly: no ConsumerStoppedError, no crash
+    assert events == ["round cancelled", "side consumer stopped"]
+    assert monitor._round is None
+
+
+async def test_a_stopped_offsets_client_under_a_round_is_no_crash_either(monkeypatch):
+    monkeypatch.setenv("FAUST_LOOP", "aio")
+    from app import lagmonitor
+
+    monitor = lagmonitor.LagMonitor(interval=0.1)
+
+    async def refresh():
+        monitor._stopped.set()  # the worker is stopping; its offsets client stopped first
+        raise ConsumerStoppedError()
+
+    monitor.refresh = refresh
+    await asyncio.wait_for(monitor.tick(), 5)
+    assert not monitor.failing  # not reported as a broker failure either
