@@ -75,10 +75,11 @@ class Writers(Service):
             events=done.events, rows=done.rows, coalesced=done.coalesced, batches=1
         )
         if tracing.enabled():
+            # Each update's ingest span context travels inside its batch record entry.
             tracing.batch_written(done.shard, done.seconds, done.coalesced, [
                 ([(HEADER, versioned.trace.encode())] if versioned.trace else None,
-                 record.timestamp / 1000.0)
-                for record, versioned in (item.origin for item in batch)])
+                 versioned.received_at)
+                for _, versioned in (item.origin for item in batch)])
 
     @Service.timer(1.0)
     async def _send_stats(self) -> None:

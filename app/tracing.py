@@ -1,11 +1,12 @@
 """OpenTelemetry tracing across the queue: off, and free, unless configured.
 
 * Ingest opens a span per request and puts its context in each Kafka message's headers
-  (``traceparent``, W3C trace context); the repartition agent carries the headers along.
+  (``traceparent``, W3C trace context); the repartition carries it into the update's entry of
+  its batch record (``tp``, see ``app.events``).
 * The sink opens one span per batch write, with a **link** to each event's ingest span (no parent
   across the queue: one write serves many requests) and the attributes ``rowstream.shard``,
   ``rowstream.batch_size``, ``rowstream.coalesced``, ``rowstream.queue_seconds.max`` and
-  ``.mean`` (now minus the events' produce time).
+  ``.mean`` (now minus the time the API received the updates).
 
 Tracing is on when ROWSTREAM_OTLP_ENDPOINT is set (spans exported over OTLP/HTTP; needs the
 ``rowstream[tracing]`` extra) or when a test calls ``configure(exporter=...)``. When off, no

@@ -212,24 +212,69 @@ class Bench:
                 worker.stop()
 
     async def ingest(self) -> dict[str, Any]:
+        """The API alone on 1 worker: single PATCHes, then 1,000-update POSTs, from 32 clients."""
         pipeline = self.pipeline(self.args.partitions)
         worker = pipeline.start_worker()
         try:
             base = f"http://127.0.0.1:{worker.web_port}"
             apps = [str(uuid.uuid4()) for _ in range(APPS)]
-            singles = await load(base, self.args.ingest_seconds, lambda n: (
-                "PATCH", f"/v1/apps/{apps[n % APPS]}/subscriptions/{uuid.UUID(int=n + 1, version=4)}",
-                {"properties": {"n": n}}), 1)
-            batches = await load(base, self.args.ingest_seconds, lambda n: (
-                "POST", "/v1/updates",
-                [{"app_id": apps[(n + i) % APPS], "subscription_id": str(uuid.UUID(int=i + 1, version=4)),
-                  "properties": {"n": n}} for i in range(1000)]), 1000)
+            pid = [worker.process.pid] if worker.process else []
+            before = self.cpu(pid)["worker"]
+            singles = await load([base], self.args.ingest_seconds, single_patch(apps), 1)
+            middle = self.cpu(pid)["worker"]
+            batch = json.dumps([{"app_id": apps[i % APPS],
+                                 "subscription_id": str(uuid.UUID(int=i + 1, version=4)),
+                                 "properties": {"n": i}} for i in range(1000)]).encode()
+            batches = await load([base], self.args.ingest_seconds,
+                                 lambda n: ("POST", "/v1/updates", batch), 1000)
+            after = self.cpu(pid)["worker"]
             return {"single_requests_per_s": singles["requests_per_s"],
                     "single_p99_ms": singles["p99_ms"],
+                    "single_worker_cpu_us": round((middle - before) / max(1, singles["accepted"])
+                                                  * 1e6, 1),
                     "batch_events_per_s": batches["events_per_s"],
-                    "batch_p99_ms": batches["p99_ms"]}
+                    "batch_p99_ms": batches["p99_ms"],
+                    "batch_worker_cpu_us_per_update": round(
+                        (after - middle) / max(1, batches["accepted"] * 1000) * 1e6, 2)}
         finally:
             worker.stop()
+
+    async def http(self) -> dict[str, Any]:
+        """End to end over HTTP, 2 workers: 32 clients send single-update PATCHes to both as fast
+        as they are accepted; updates applied per second and the time lag while it runs."""
+        pipeline = self.pipeline(self.args.partitions)
+        workers = [pipeline.start_worker() for _ in range(2)]
+        try:
+            bases = [f"http://127.0.0.1:{w.web_port}" for w in workers]
+            apps = [str(uuid.uuid4()) for _ in range(APPS)]
+            lags: list[float] = []
+            stop = asyncio.Event()
+
+            async def sample_lag() -> None:
+                async with aiohttp.ClientSession(headers=AUTH) as session:
+                    while not stop.is_set():
+                        async with session.get(f"{bases[0]}/lag/") as response:
+                            if response.status == 200:
+                                parts = (await response.json())["partitions"]
+                                lags.append(max((p["time_lag_seconds"] for p in parts), default=0))
+                        await asyncio.sleep(0.5)
+
+            start_applied = await applied(workers)
+            sampler = asyncio.create_task(sample_lag())
+            started = time.monotonic()
+            sent = await load(bases, self.args.ingest_seconds, single_patch(apps), 1)
+            elapsed = time.monotonic() - started
+            applied_during = await applied(workers) - start_applied
+            stop.set()
+            await sampler
+            lags.sort()
+            return {"accepted_requests_per_s": sent["requests_per_s"],
+                    "applied_updates_per_s": round(applied_during / elapsed),
+                    "time_lag_p99_s": lags[int(0.99 * (len(lags) - 1))] if lags else None,
+                    "request_p99_ms": sent["p99_ms"]}
+        finally:
+            for worker in workers:
+                worker.stop()
 
     async def burst(self) -> dict[str, Any]:
         """Steady load, a burst, steady again (produced straight to the update topic at the given
@@ -361,29 +406,38 @@ def chart(samples: list[dict[str, float]], burst_start: float, burst_end: float,
     plt.close(figure)
 
 
-async def load(base: str, seconds: float, request, events_per_request: int,
+def single_patch(apps: list[str]) -> Any:
+    """Request ``n``: one update of its own row, spread over the apps."""
+    body = json.dumps({"properties": {"plan": "pro", "n": 1}}).encode()
+    return lambda n: ("PATCH", f"/v1/apps/{apps[n % APPS]}/subscriptions/"
+                               f"{uuid.UUID(int=n + 1, version=4)}", body)
+
+
+async def load(bases: list[str], seconds: float, request, events_per_request: int,
                concurrency: int = 32) -> dict[str, Any]:
-    """``concurrency`` clients sending ``request(n)`` for ``seconds``; only 202s count."""
+    """``concurrency`` clients (spread over ``bases``) sending ``request(n)`` (method, path, JSON
+    bytes, encoded once: the load client shares the cores) for ``seconds``; only 202s count."""
     latencies: list[float] = []
     counter = iter(range(10**9))
     deadline = time.monotonic() + seconds
+    headers = {**AUTH, "Content-Type": "application/json"}
 
-    async def client(session: aiohttp.ClientSession) -> None:
+    async def client(session: aiohttp.ClientSession, base: str) -> None:
         while time.monotonic() < deadline:
             method, path, body = request(next(counter))
             sent = time.monotonic()
-            async with session.request(method, base + path, json=body) as response:
+            async with session.request(method, base + path, data=body, headers=headers) as response:
                 await response.read()
                 if response.status == 202:
                     latencies.append(time.monotonic() - sent)
 
     started = time.monotonic()
-    async with aiohttp.ClientSession(headers=AUTH, timeout=aiohttp.ClientTimeout(total=30)) as session:
-        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await asyncio.gather(*(client(session, bases[n % len(bases)]) for n in range(concurrency)))
     elapsed = time.monotonic() - started
     latencies.sort()
     p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1000 if latencies else 0.0
-    return {"requests_per_s": round(len(latencies) / elapsed),
+    return {"requests_per_s": round(len(latencies) / elapsed), "accepted": len(latencies),
             "events_per_s": round(len(latencies) * events_per_request / elapsed),
             "p99_ms": round(p99, 1)}
 
@@ -451,6 +505,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "hot1": ("hot row (half on one row), 1 worker", lambda: bench.rowstream(hot, 1)),
             "hot": ("hot row (half on one row), 2 workers", lambda: bench.rowstream(hot, 2)),
             "ingest": ("ingest, 1 worker", bench.ingest),
+            "http": ("end to end over HTTP, 2 workers", bench.http),
             "footprint": ("footprint, 1 worker", bench.footprint),
             "burst": ("burst, 2 workers", bench.burst),
         }
@@ -481,9 +536,17 @@ def table(results: dict[str, Any]) -> str:
     if "ingest, 1 worker" in results:
         ingest = results["ingest, 1 worker"]
         lines.append(f"{'ingest: single PATCH':<40} {ingest['single_requests_per_s']:>10,} "
-                     f"{'':>11}  requests/s, p99 {ingest['single_p99_ms']} ms")
+                     f"{'':>11}  requests/s, p99 {ingest['single_p99_ms']} ms, worker "
+                     f"{ingest['single_worker_cpu_us']} µs per request")
         lines.append(f"{'ingest: 1,000-update POST':<40} {ingest['batch_events_per_s']:>10,} "
-                     f"{'':>11}  events/s, p99 {ingest['batch_p99_ms']} ms")
+                     f"{'':>11}  updates/s, p99 {ingest['batch_p99_ms']} ms, worker "
+                     f"{ingest['batch_worker_cpu_us_per_update']} µs per update")
+    if "end to end over HTTP, 2 workers" in results:
+        http = results["end to end over HTTP, 2 workers"]
+        lines.append(f"{'end to end over HTTP (PATCH), 2 workers':<40} "
+                     f"{http['accepted_requests_per_s']:>10,} {'':>11}  requests/s accepted, "
+                     f"{http['applied_updates_per_s']:,} updates/s applied, time lag p99 "
+                     f"{http['time_lag_p99_s']} s, request p99 {http['request_p99_ms']} ms")
     if "footprint, 1 worker" in results:
         foot = results["footprint, 1 worker"]
         lines.append(f"{'footprint':<40} {'':>10} {'':>11}  {foot['partitions']} partitions per "
@@ -512,7 +575,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--burst-seconds", type=float, default=30.0)
     parser.add_argument("--burst-steady-seconds", type=float, default=10.0,
                         help="steady load before the burst")
-    parser.add_argument("--cases", default="baseline,uniform1,uniform2,hot1,hot,ingest,footprint,burst",
+    parser.add_argument("--cases",
+                        default="baseline,uniform1,uniform2,hot1,hot,ingest,http,footprint,burst",
                         help="which cases, comma-separated")
     parser.add_argument("--quick", action="store_true", help="a tiny run (the smoke test)")
     parser.add_argument("--out", type=Path, default=ROOT / ".local" / "bench")

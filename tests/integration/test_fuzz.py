@@ -1,19 +1,32 @@
 """Fuzz the HTTP API from its own OpenAPI document (schemathesis): valid and invalid requests,
 no 5xx, no worker crash, and a JSON error body on every 4xx."""
 
+import importlib
 import os
+import pkgutil
 
 import pytest
 import schemathesis
-# Imported here, not lazily deep inside hypothesis' generation: schemathesis is a pytest plugin, so
-# pytest rewrites its modules on import, and CPython 3.11.7 can fail that in a deep call stack
-# ("SystemError: AST constructor recursion depth mismatch", seen once in the 10k run).
-import schemathesis.generation.jsonschema.builder  # noqa: F401
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
 from app import openapi
 from tests.integration.helpers import AUTH
+
+
+def _import_all_of(package) -> None:
+    """Import every module of ``package`` now. schemathesis is a pytest plugin, so pytest rewrites
+    its modules as they are imported, and CPython 3.11.7 can fail that in a deep call stack
+    ("SystemError: AST constructor recursion depth mismatch": twice in the 10k run, from
+    different lazily imported modules). At collection the stack is shallow."""
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        try:
+            importlib.import_module(module.name)
+        except ImportError:
+            pass  # an optional integration whose library is not installed (allure)
+
+
+_import_all_of(schemathesis)
 
 # `make faults` runs the 10,000 requests of issue 4; `make test` a quick smoke of the same test.
 REQUESTS = int(os.environ.get("FUZZ_REQUESTS", "600"))
