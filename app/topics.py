@@ -43,7 +43,8 @@ def _raw_topic(name: str, partitions: int):
 #: HTTP ingest writes here; key = app ID; partition = the app's shard block (app.partitioning).
 updates_topic = _raw_topic("subscription-updates", settings.partitions)
 
-#: The repartition agent writes here; key = subscription ID; same shard block as the app.
+#: The repartition agent writes batch records here (app.events), no key; partition = the rows'
+#: subscription IDs hashed inside the app's shard block.
 by_subscription_topic = _raw_topic("rowstream-by-subscription", settings.partitions)
 
 #: Events that cannot be applied: original key and bytes, reason and coordinates in headers.
