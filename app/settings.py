@@ -109,7 +109,7 @@ class Settings(BaseModel):
         "", description="ROWSTREAM_TOPIC_PREFIX: prefix for every topic name (tests, tenancy)",
     )
     batch_size: int = Field(
-        1000, ge=1, le=100_000, description="ROWSTREAM_BATCH_SIZE: most events in one shard write",
+        3000, ge=1, le=100_000, description="ROWSTREAM_BATCH_SIZE: most updates in one shard write",
     )
     batch_wait: float = Field(
         0.05, gt=0, le=60, description="ROWSTREAM_BATCH_WAIT: seconds a batch waits to fill up",

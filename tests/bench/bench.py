@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaProducer
 
 from app import events
 from app.admin import bootstrap_servers
+from app.settings import Settings
 from deploy.local import Broker, Postgres, free_port
 from deploy.stack import ROOT, Worker
 from tests.integration.helpers import AUTH, Pipeline, rss_bytes
@@ -68,8 +69,9 @@ class Bench:
         shutil.rmtree(self.base, ignore_errors=True)
 
     def pipeline(self, partitions: int) -> Pipeline:
+        settings = dict(item.split("=", 1) for item in self.args.set)
         return Pipeline.create(self.broker, self.postgres, self.base, partitions, SHARDS,
-                               prefix="b", log_level="warning")
+                               prefix="b", **{"log_level": "warning", **settings})
 
     # --- load -------------------------------------------------------------------------------
 
@@ -578,9 +580,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--cases",
                         default="baseline,uniform1,uniform2,hot1,hot,ingest,http,footprint,burst",
                         help="which cases, comma-separated")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a rowstream setting for the workers, e.g. batch_size=2000 "
+                             "(ROWSTREAM_BATCH_SIZE); repeatable")
     parser.add_argument("--quick", action="store_true", help="a tiny run (the smoke test)")
     parser.add_argument("--out", type=Path, default=ROOT / ".local" / "bench")
     args = parser.parse_args(argv)
+    for item in args.set:
+        name, sep, _ = item.partition("=")
+        if not sep or name.upper() not in {field.upper() for field in Settings.model_fields}:
+            parser.error(f"--set {item!r}: expected NAME=VALUE with NAME a field of app/settings.py")
     if args.quick:
         args.events, args.rows, args.ingest_seconds, args.settle = 3_000, 1_000, 2.0, 2.0
         args.footprint_partitions, args.partitions, args.timeout = 48, 8, 120.0
