@@ -102,12 +102,10 @@ class Writers(Service):
 
 async def on_rejected(item: Item, error: str) -> None:
     record, versioned = item.origin
-    update = versioned.update
     letter = dead_letter(
-        key=str(update.app_id).encode(),
-        value=events.encode_update(
-            str(update.app_id), str(update.subscription_id), update.properties, update.received_at
-        ),
+        key=versioned.app_id.encode(),
+        value=events.encode_update(versioned.app_id, versioned.subscription_id,
+                                   versioned.properties, versioned.received_at),
         reason="rejected",
         error=error,
         origin=Coordinates(updates_topic.get_topic_name(), versioned.source_partition,
@@ -184,11 +182,9 @@ async def sink(stream):
             for part in bad:
                 await dead_letter_bad(record, part)
             for versioned in updates:
-                update = versioned.update
-                app_id = str(update.app_id)
-                patch = Patch(app_id, str(update.subscription_id), versioned.version,
-                              update.properties)
-                by_shard.setdefault(layout.shard_of_app(app_id), []).append(
+                patch = Patch(versioned.app_id, versioned.subscription_id, versioned.version,
+                              versioned.properties)
+                by_shard.setdefault(layout.shard_of_app(versioned.app_id), []).append(
                     Item(patch, record.partition, waiter.succeeded, (record, versioned)))
         for shard, items in by_shard.items():
             waiter.expect(len(items))

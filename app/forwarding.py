@@ -104,12 +104,8 @@ class Forwarder:
         batch.waiters[waiter] = batch.waiters.get(waiter, 0) + 1
         waiter.expect()
 
-    def __len__(self) -> int:
-        """Updates waiting in batches not sent yet."""
-        return sum(len(b.entries) for queue in self._batches.values() for b in queue)
-
-    async def flush_due(self, force: bool = False) -> None:
-        """Send the full batches, those older than ``linger`` and, with ``force``, all."""
+    async def flush_due(self) -> None:
+        """Send the full batches and those older than ``linger``."""
         if not self._batches:
             return
         async with self._sending:
@@ -117,7 +113,7 @@ class Forwarder:
             for partition in list(self._batches):
                 queue = self._batches[partition]
                 last = queue[-1]
-                due = (force or len(last.entries) >= self.max_updates
+                due = (len(last.entries) >= self.max_updates
                        or last.size >= self.max_bytes or now - last.opened >= self.linger)
                 sending = queue if due else queue[:-1]
                 if due:

@@ -261,6 +261,20 @@ class Bench:
                                 lags.append(max((p["time_lag_seconds"] for p in parts), default=0))
                         await asyncio.sleep(0.5)
 
+            async def all_owned() -> bool:  # both workers joined and own their partitions
+                async with aiohttp.ClientSession(headers=AUTH) as session:
+                    async with session.get(f"{bases[0]}/lag/") as response:
+                        if response.status != 200:
+                            return False
+                        parts = (await response.json())["partitions"]
+                return (len(parts) == 2 * pipeline.partitions
+                        and len({p["owner"] for p in parts}) == len(workers))
+
+            deadline = time.monotonic() + 90
+            while not await all_owned():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the workers did not share the partitions within 90 s")
+                await asyncio.sleep(0.5)
             start_applied = await applied(workers)
             sampler = asyncio.create_task(sample_lag())
             started = time.monotonic()

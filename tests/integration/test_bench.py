@@ -23,7 +23,9 @@ def test_bench_quick_run_reports_every_case(tmp_path):
     assert http["accepted_requests_per_s"] > 0 and http["applied_updates_per_s"] > 0, http
     for case in ("uniform, 1 worker", "uniform, 2 workers"):
         assert results[case]["first_row_to_final_per_s"] > 0, (case, results[case])
-        assert results[case]["worker_cpu_us"] > 0 and "postgres_cpu_us" in results[case], case
+        # figured (a tiny run can finish between two samples: no CPU tick to see)
+        assert all(results[case][f"{part}_cpu_us"] >= 0
+                   for part in ("worker", "broker", "postgres")), (case, results[case])
     assert results["footprint, 1 worker"]["idle_rss_mb"] > 0
     burst = results["burst, 2 workers"]
     assert burst["burst_events_per_s_produced"] > 0 and burst["series"]
