@@ -1,11 +1,12 @@
 """Repartition: update topic (key app ID) → internal topic, in batch records.
 
 Input: ``subscription-updates``, one partition per app (its shard block, hash of the app ID),
-one update per record; the agent receives *units*: the records of one partition from one fetch
+one update or an update batch of one app per record (``app.events``); the agent receives *units*: the records of one partition from one fetch
 (``app.consumer``), in offset order from the committed offset.
 Output: ``rowstream-by-subscription``, batch records (``app.events``): each update goes to the
 partition of its app's shard block that its subscription ID hashes to, with ``version`` = its
-offset in the update topic. Updates for one target partition are gathered across units and sent
+offset in the update topic (an update batch's updates of one row are folded into one first, so
+that a version names one update of a row). Updates for one target partition are gathered across units and sent
 as one record when the batch is full or ``ROWSTREAM_FORWARD_LINGER`` old (``app.forwarding``).
 Guarantee: at-least-once, order per row kept: every update of a row comes from one source
 partition, read in order, and goes to one target partition through one producer, in order.
@@ -13,12 +14,14 @@ A unit is acknowledged when the broker has every batch record holding its update
 committed only past forwarded updates; if one of them fails (the broker refused it or timed out),
 the unit is not acknowledged and its partition is read again from it.
 Poison (undecodable, invalid, or on a partition that is not its app's): to the dead-letter topic,
-alone; the rest of its unit goes on.
+alone (a bad update inside an update batch with its index); the rest goes on.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
+
+import orjson
 
 from app import events, metrics
 from app.deadletter import Coordinates, dead_letter
@@ -72,24 +75,43 @@ async def repartition(stream):
 
         waiter = Countdown(event.ack, failed)
         for record in event.value:
-            try:
-                update = events.decode_update(record.value or b"")
-                app_id = str(update.app_id)
-                problem = misrouted(app_id, record.partition)
-                if problem is not None:
-                    raise problem
-            except events.InvalidEvent as exc:
-                origin = Coordinates(record.topic, record.partition, record.offset)
-                await send_dead_letter(dead_letter(record.key, record.value or b"", exc.reason,
-                                                   str(exc), origin))
-                continue
-            timestamp = record.timestamp / 1000.0
-            entry = events.batch_entry(record.offset, record.partition, timestamp, record.value,
-                                       trace_of(record))
-            forwarder.add(layout.target_partition(app_id, str(update.subscription_id)), entry,
-                          timestamp, waiter)
+            decoded, bad = events.decode_source(record.value or b"")
+            updates = []
+            for update in decoded:
+                problem = misrouted(update.app_id, record.partition)
+                if problem is None:
+                    updates.append(update)
+                else:
+                    bad.append(events.BadEntry(update.index, update.raw, problem, None, None))
+            if bad:
+                await dead_letter_bad(record, bad)
+            if len(updates) > 1:
+                updates = events.fold_rows(updates)  # one update per row: one version each
+            timestamp, trace = record.timestamp / 1000.0, trace_of(record)
+            for update in updates:
+                entry = events.batch_entry(record.offset, record.partition, timestamp, update.raw,
+                                           trace)
+                forwarder.add(layout.target_partition(update.app_id, update.subscription_id),
+                              entry, timestamp, waiter)
         waiter.close()
         await forwarder.flush_due()
+
+
+async def dead_letter_bad(record: Any, bad: list[events.BadEntry]) -> None:
+    """Dead-letter each bad part of a record: the whole record, or an update of an update batch
+    alone (with its index)."""
+    origin = Coordinates(record.topic, record.partition, record.offset)
+    for part in bad:
+        key = record.key if part.index is None else _app_key(part.raw)
+        await send_dead_letter(dead_letter(key, part.raw, part.error.reason, str(part.error),
+                                           origin, index=part.index))
+
+
+def _app_key(raw: bytes) -> Optional[bytes]:
+    try:
+        return str(orjson.loads(raw)["app_id"]).encode()
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
 
 
 @app.timer(settings.forward_linger)

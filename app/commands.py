@@ -2,7 +2,7 @@
 
 * ``create-topics``: create every topic with its partition count (before the first worker);
 * ``inspect``: read the update, internal or dead-letter topic and print matching records as JSON
-  lines (the internal topic's batch records one line per update);
+  lines (batch records and update batches: one line per update);
 * ``traffic``: who floods whom: top apps and rows by events over a time range;
 * ``lag``: the cluster's ``/lag/`` table in the terminal;
 * ``dlq redrive``: put dead-lettered events back on the update topic once the cause is fixed.
@@ -116,7 +116,7 @@ async def inspect(self: Any, topic: str, since: Optional[str], until: Optional[s
                   subscription_id: Optional[str], property_key: Optional[str],
                   reason: Optional[str], limit: int, timeout: float) -> None:
     """Print records of a rowstream topic as JSON lines, filtered, bounded by --limit/--timeout
-    (internal topic: one line per update of its batch records, with its index)."""
+    (a record holding many updates: one line per update, with its index)."""
     if topic not in TOPICS:
         raise self.UsageError(f"--topic must be one of {', '.join(TOPICS)}, not {topic!r}")
     if since and offset is not None:
@@ -127,7 +127,7 @@ async def inspect(self: Any, topic: str, since: Optional[str], until: Optional[s
     wanted = Filter(app_id, subscription_id, property_key, reason, start, end)
     printed = 0
     async for record in _records(self, topic, start, offset, partition, timeout):
-        for seen in unbatch(record) if topic == "internal" else [record]:
+        for seen in unbatch(record) if topic != "dead-letters" else [record]:
             if wanted.matches(seen):
                 print(orjson.dumps(seen.as_json()).decode(), flush=True)
                 printed += 1
@@ -135,7 +135,7 @@ async def inspect(self: Any, topic: str, since: Optional[str], until: Optional[s
                     break
         if printed >= limit:
             break
-    print(f"{printed} {'update' if topic == 'internal' else 'record'}(s)", file=sys.stderr)
+    print(f"{printed} {'record' if topic == 'dead-letters' else 'update'}(s)", file=sys.stderr)
 
 
 @app.command(
@@ -154,7 +154,8 @@ async def traffic(self: Any, since: str, until: Optional[str], window: float, to
         raise self.UsageError("--window must be positive and --top at least 1")
     start, end = _window(self, since, until)
     wanted = Filter(since=start, until=end)
-    seen = [s async for s in _records(self, "updates", start, None, None, timeout) if wanted.matches(s)]
+    seen = [s async for record in _records(self, "updates", start, None, None, timeout)
+            for s in unbatch(record) if wanted.matches(s)]
     apps, rows, total = top_talkers(seen, window, top)
     if not total:
         print("no updates in that range")

@@ -2,9 +2,19 @@
 
 Wire formats (JSON, UTF-8; renaming a field is a data migration):
 
-* update topic ``subscription-updates``, key = app ID, one update per record::
+* update topic ``subscription-updates``, key = app ID, partition = the app's: either one update
+  per record::
 
     {"app_id": uuid, "subscription_id": uuid, "properties": {...}, "received_at": epoch-seconds}
+
+  or an **update batch** of one app, with the header ``rowstream-updates`` (how many it holds;
+  the API writes one per app of a ``POST /v1/updates`` with more than one update of that app)::
+
+    {"format": "rowstream-updates/1", "updates": [{an update as above}, ...]}
+
+  Every update of a record has the record's offset as its version; the repartition folds the
+  updates of one row inside one record into one (patches compose exactly), so versions still
+  increase strictly per row.
 
 * internal topic ``rowstream-by-subscription``, no key, partition = the rows' target partition:
   a **batch record** holding many updates, each with its version and origin::
@@ -107,33 +117,44 @@ class Update(UpdateRequest):
     received_at: Optional[float] = None
 
 
-BATCH_FORMAT = "rowstream-batch/1"
-UPDATES_HEADER = "rowstream-updates"  # on each batch record: how many updates it holds
+BATCH_FORMAT = "rowstream-batch/1"  # the internal topic's records
+UPDATES_FORMAT = "rowstream-updates/1"  # an update batch on the update topic
+UPDATES_HEADER = "rowstream-updates"  # on every record of either format: how many updates
 
 
-def updates_in(headers: Any, value: Optional[bytes]) -> int:
-    """How many updates a record of the internal topic holds: its header, or its value."""
+def updates_in(headers: Any) -> int:
+    """How many updates a record holds: its ``rowstream-updates`` header, or one (a record
+    without it is a single update, or poison that becomes one dead letter)."""
     for name, count in headers or ():
         if name == UPDATES_HEADER:
             try:
-                return int(count)
+                return max(1, int(count))
             except ValueError:
-                break
-    try:
-        updates = orjson.loads(value or b"").get("updates")
-    except (orjson.JSONDecodeError, AttributeError):
-        return 1  # poison: one part for the dead-letter topic
-    return len(updates) if isinstance(updates, list) else 1
+                return 1
+    return 1
 
 
 @with_config(ConfigDict(extra="forbid", strict=True))
 class UpdateFields(TypedDict):
-    """An update inside a batch record: the fields of ``Update``, validated into a plain dict (the
-    sink reads hundreds per record; a model instance each cost a third more)."""
+    """An update inside an update batch: the fields of ``Update``, validated into a plain dict (a
+    model instance each cost a third more)."""
 
     app_id: Annotated[UUID, Field(strict=False)]
     subscription_id: Annotated[UUID, Field(strict=False)]
     properties: Properties
+    received_at: NotRequired[Optional[float]]
+
+
+@with_config(ConfigDict(extra="forbid", strict=True))
+class FoldedFields(TypedDict):
+    """An update inside a batch record of the internal topic: as ``UpdateFields``, but it may be
+    the fold of up to ``MAX_ITEMS`` updates of one row (one update batch), so it may set up to
+    that many times ``MAX_PROPERTIES`` properties."""
+
+    app_id: Annotated[UUID, Field(strict=False)]
+    subscription_id: Annotated[UUID, Field(strict=False)]
+    properties: Annotated[dict[PropertyKey, PropertyValue],
+                          Field(max_length=MAX_ITEMS * MAX_PROPERTIES)]
     received_at: NotRequired[Optional[float]]
 
 
@@ -144,7 +165,7 @@ class Entry(TypedDict):
     v: Annotated[int, Field(ge=0)]
     p: Annotated[int, Field(ge=0)]
     t: float
-    u: UpdateFields
+    u: FoldedFields
     tp: NotRequired[str]
 
 
@@ -156,8 +177,18 @@ class BatchRecord(TypedDict):
     updates: Annotated[list[Entry], Field(min_length=1)]
 
 
+@with_config(ConfigDict(extra="forbid", strict=True))
+class UpdateBatch(TypedDict):
+    """An update batch of the update topic (see the module docstring)."""
+
+    format: Literal["rowstream-updates/1"]
+    updates: Annotated[list[UpdateFields], Field(min_length=1, max_length=MAX_ITEMS)]
+
+
 _batch_record = TypeAdapter(BatchRecord)
 _entry = TypeAdapter(Entry)
+_update_batch = TypeAdapter(UpdateBatch)
+_update_fields = TypeAdapter(UpdateFields)
 
 
 BatchBody = TypeAdapter(Annotated[list[UpdateRequest], Field(max_length=MAX_ITEMS)])
@@ -270,7 +301,97 @@ def decode_batch(raw: bytes) -> tuple[list[Versioned], list[BadEntry]]:
     return good, bad
 
 
-def encode_update(app_id: str, subscription_id: str, properties: dict, received_at: float) -> bytes:
+class SourceUpdate(NamedTuple):
+    """An update read from the update topic, in either form."""
+
+    index: Optional[int]  # its place in an update batch (None: the record is one update)
+    app_id: str  # canonical UUID text
+    subscription_id: str
+    properties: dict
+    raw: bytes  # the update as JSON, as it stood on the topic
+
+
+_UPDATE_BATCH_START = b'{"format":"' + UPDATES_FORMAT.encode() + b'"'
+
+
+def decode_source(raw: bytes) -> tuple[list[SourceUpdate], list[BadEntry]]:
+    """The updates of a record of the update topic (one update, or an update batch), and the
+    parts that cannot be applied: a bad update inside a good batch costs only itself."""
+    not_an_update: Optional[InvalidEvent] = None
+    if not raw.startswith(_UPDATE_BATCH_START):  # the API's update batches start so; others
+        try:                                       # try the single form first
+            update = decode_update(raw)
+        except InvalidEvent as exc:
+            not_an_update = exc
+        else:
+            return [SourceUpdate(None, str(update.app_id), str(update.subscription_id),
+                                 update.properties, raw)], []
+    try:
+        batch = _update_batch.validate_json(raw)
+    except ValidationError:
+        pass  # find out which parts are bad, below
+    else:
+        items = orjson.loads(raw)["updates"]
+        return [SourceUpdate(index, str(u["app_id"]), str(u["subscription_id"]), u["properties"],
+                             orjson.dumps(items[index]))
+                for index, u in enumerate(batch["updates"])], []
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if not_an_update is None:
+            not_an_update = InvalidEvent("undecodable", [{"where": "body",
+                                                          "problem": f"not JSON: {exc}"}])
+        parsed = None
+    if not isinstance(parsed, dict) or parsed.get("format") != UPDATES_FORMAT:
+        error = not_an_update or InvalidEvent("invalid", [{  # e.g. a second "format" key
+            "where": "format", "problem": f"must be {UPDATES_FORMAT!r} for an update batch"}])
+        return [], [BadEntry(None, raw, error, None, None)]  # a bad single update
+    if (not isinstance(parsed.get("updates"), list) or set(parsed) != {"format", "updates"}
+            or not 1 <= len(parsed["updates"]) <= MAX_ITEMS):
+        problem = (f"an update batch of format {UPDATES_FORMAT!r} is an object with exactly "
+                   f"'format' and a list of 1 to {MAX_ITEMS} 'updates'")
+        return [], [BadEntry(None, raw, InvalidEvent("invalid", [
+            {"where": "body", "problem": problem}]), None, None)]
+    good, bad = [], []
+    for index, item in enumerate(parsed["updates"]):
+        encoded = orjson.dumps(item)
+        try:
+            u = _update_fields.validate_json(encoded)
+        except ValidationError as exc:
+            bad.append(BadEntry(index, encoded,
+                                InvalidEvent("invalid", problems_of(exc, f"updates[{index}]")),
+                                None, None))
+            continue
+        good.append(SourceUpdate(index, str(u["app_id"]), str(u["subscription_id"]),
+                                 u["properties"], encoded))
+    return good, bad
+
+
+def fold_rows(updates: list[SourceUpdate]) -> list[SourceUpdate]:
+    """One update per row, in the order each row first appears: a row's patches folded in order
+    ("last writer per key wins", nulls kept: they delete), which is exact (``app.coalesce``).
+    An update that needs no fold keeps its raw bytes."""
+    rows: dict[tuple[str, str], list[SourceUpdate]] = {}
+    for update in updates:
+        rows.setdefault((update.app_id, update.subscription_id), []).append(update)
+    if len(rows) == len(updates):
+        return updates
+    folded = []
+    for (app_id, subscription_id), parts in rows.items():
+        if len(parts) == 1:
+            folded.append(parts[0])
+            continue
+        properties: dict = {}
+        for part in parts:
+            properties.update(part.properties)
+        received_at = orjson.loads(parts[-1].raw).get("received_at")
+        folded.append(SourceUpdate(parts[-1].index, app_id, subscription_id, properties,
+                                   encode_update(app_id, subscription_id, properties, received_at)))
+    return folded
+
+
+def encode_update(app_id: str, subscription_id: str, properties: dict,
+                  received_at: Optional[float]) -> bytes:
     return orjson.dumps(
         {
             "app_id": app_id,
@@ -294,3 +415,8 @@ def batch_entry(version: int, source_partition: int, timestamp: float, update: b
 def batch_record(entries: list[bytes]) -> bytes:
     """A batch record of entries made by ``batch_entry``."""
     return b'{"format":"' + BATCH_FORMAT.encode() + b'","updates":[' + b",".join(entries) + b"]}"
+
+
+def update_batch(updates: list[bytes]) -> bytes:
+    """An update batch of the update topic, of updates made by ``encode_update``."""
+    return b'{"format":"' + UPDATES_FORMAT.encode() + b'","updates":[' + b",".join(updates) + b"]}"

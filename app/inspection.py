@@ -2,8 +2,9 @@
 
 A record here is ``Seen``: a message of the update, internal or dead-letter topic with its value
 decoded as far as it goes (a dead letter's value is the original bytes, maybe undecodable). A
-batch record of the internal topic is shown as one ``Seen`` per update (``unbatch``), with its
-place in the record as ``index``, so that filters and output work per update.
+batch record of the internal topic, and an update batch of the update topic, is shown as one
+``Seen`` per update (``unbatch``), with its place in the record as ``index``, so that filters,
+output and counts work per update.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, NamedTuple, Optional
 
 import orjson
+
+from app.events import UPDATES_FORMAT
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -73,12 +76,16 @@ class Seen(NamedTuple):
 
 
 def unbatch(seen: Seen) -> list[Seen]:
-    """A batch record as one ``Seen`` per update (the update with its ``version`` and
-    ``source_partition``); any other record as it is."""
+    """A batch record of the internal topic as one ``Seen`` per update (the update with its
+    ``version`` and ``source_partition``), an update batch of the update topic as one per update;
+    any other record as it is."""
     body = seen.body
     updates = body.get("updates") if body is not None and "format" in body else None
     if not isinstance(updates, list):
         return [seen]
+    if body.get("format") == UPDATES_FORMAT:  # an update batch: its entries are updates
+        return [seen._replace(value=orjson.dumps(entry), index=index)
+                for index, entry in enumerate(updates)]
     found = []
     for index, entry in enumerate(updates):
         if isinstance(entry, dict) and isinstance(entry.get("u"), dict):

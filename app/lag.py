@@ -1,8 +1,8 @@
 """Message lag, waiting updates and time lag of one partition, from what its owner knows: pure.
 
 * message lag = log end offset − the group's committed offset (records, as Kafka defines it);
-* waiting updates = the updates those records hold: the same on the update topic (one update per
-  record), the sum over the waiting batch records on the internal topic (``UpdateCounts``);
+* waiting updates = the updates those records hold: a record's ``rowstream-updates`` header says
+  how many (batch records, update batches), a record without it holds one (``UpdateCounts``);
 * time lag = now − the timestamp of the oldest message not yet committed (the message at the
   committed offset), or 0 when none waits. While messages wait and none is processed it keeps
   rising; as the backlog is applied it falls; with nothing waiting it is 0.

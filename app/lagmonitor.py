@@ -7,10 +7,13 @@ flow through it. So the monitor keeps a small side consumer (no group membership
 paused between rounds) that fetches each owned partition from its committed offset once a round:
 the fetch response carries the high watermark (the log end offset), and the first record returned
 is the oldest message not yet committed (its timestamp gives the time lag). This works the same
-whether the partition is flowing, idle, or paused by a held shard. On the internal topic, whose
-batch records hold many updates each, the monitor reads on to the end and counts the updates the
-waiting records hold (``app.lag.UpdateCounts``: each record is read once, later rounds go on from
-where the last one stopped).
+whether the partition is flowing, idle, or paused by a held shard. Records may hold many updates
+(batch records, update batches), so the monitor counts the updates the waiting records hold from
+their ``rowstream-updates`` header (``app.lag.UpdateCounts``): each round reads one fetch per
+partition (at most 64 KiB) on from where the last round stopped, so each record is read at most
+once and a round's cost does not grow with the traffic; records not read yet count at the
+average of those counted (exact whenever the waiting records were all read, e.g. a held shard's
+modest backlog).
 
 The snapshot goes to ``rowstream-lag`` (one record per worker per round, key = the worker's URL);
 ``tables/lag.py`` keeps the newest snapshot of every worker, so any worker answers ``GET /lag/``
@@ -56,7 +59,7 @@ class LagMonitor(Service):
         self._assigned: set[TopicPartition] = set()
         self._broker_committed: dict[TopicPartition, Optional[int]] = {}
         self._round: Optional[asyncio.Future] = None  # the lag round in progress
-        self._counts: dict[TopicPartition, UpdateCounts] = {}  # internal partitions' updates
+        self._counts: dict[TopicPartition, UpdateCounts] = {}  # updates the records hold
 
     def _new_side_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -144,25 +147,20 @@ class LagMonitor(Service):
             await self._share()
             return
         committed = await self._committed(owned)
-        internal = by_subscription_topic.get_topic_name()
         started_ms = int(time.time() * 1000)
-        for tp in owned:
-            start = committed[tp] or 0
-            if tp.topic == internal:  # read on where the last round stopped counting
-                start = self._counts.setdefault(tp, UpdateCounts()).resume_at(start)
+        for tp in owned:  # read on where the last round stopped counting
+            start = self._counts.setdefault(tp, UpdateCounts()).resume_at(committed[tp] or 0)
             side.seek(tp, start)
         side.resume(*owned)
-        oldest: dict[TopicPartition, float] = {}
 
         def polled(tp: TopicPartition) -> bool:
             return (side.last_poll_timestamp(tp) or 0) >= started_ms
 
+        fetched: set[TopicPartition] = set()  # read once this round: a round's budget
+
         def finished(tp: TopicPartition) -> bool:
-            if not polled(tp):
-                return False
-            if tp.topic != internal:
-                return True  # the record at the committed offset, if any, came with the poll
-            return self._counts[tp].resume_at(committed[tp] or 0) >= (side.highwater(tp) or 0)
+            return polled(tp) and (tp in fetched or self._counts[tp].resume_at(committed[tp] or 0)
+                                   >= (side.highwater(tp) or 0))
 
         reading = owned
         deadline = time.monotonic() + max(2.0, self.interval)
@@ -170,13 +168,12 @@ class LagMonitor(Service):
             while reading and time.monotonic() < deadline:
                 batch = await side.getmany(*reading, timeout_ms=200)
                 for tp, records in batch.items():
-                    if tp.topic == internal:
-                        counts = self._counts[tp]
-                        for record in records:
-                            counts.add(record.offset, events.updates_in(record.headers, record.value),
-                                       record.timestamp / 1000.0)
-                    elif records and tp not in oldest:
-                        oldest[tp] = records[0].timestamp / 1000.0
+                    counts = self._counts[tp]
+                    if records:
+                        fetched.add(tp)
+                    for record in records:
+                        counts.add(record.offset, events.updates_in(record.headers),
+                                   record.timestamp / 1000.0)
                 done = [tp for tp in reading if finished(tp)]
                 if done:
                     side.pause(*done)
@@ -189,15 +186,10 @@ class LagMonitor(Service):
         owner = worker_url()
         self.latest = {}
         for tp in owned:
-            end, start = side.highwater(tp), committed[tp] or 0
-            updates = None
-            if tp.topic == internal:  # batch records: count what they hold
-                counts = self._counts[tp]
-                oldest_at, updates = counts.oldest(start), counts.waiting(start, end or 0)
-            else:
-                oldest_at = oldest.get(tp)
-            self.latest[tp] = PartitionLag(tp.topic, tp.partition, end, committed[tp], oldest_at,
-                                           owner, now, updates)
+            end, start, counts = side.highwater(tp), committed[tp] or 0, self._counts[tp]
+            self.latest[tp] = PartitionLag(tp.topic, tp.partition, end, committed[tp],
+                                           counts.oldest(start), owner, now,
+                                           counts.waiting(start, end or 0))
         for tp, lag in self.latest.items():
             labels = (_short(tp.topic), str(tp.partition))
             metrics.MESSAGE_LAG.labels(*labels).set(lag.message_lag)

@@ -18,8 +18,8 @@ MESSAGE_LAG = Gauge(
 )
 WAITING_UPDATES = Gauge(
     "rowstream_waiting_updates",
-    "Updates held by the records counted in rowstream_message_lag (equal to it where every "
-    "record holds one update: the update topic), per partition this worker owns.",
+    "Updates held by the records counted in rowstream_message_lag (batch records and update "
+    "batches hold many), per partition this worker owns.",
     ["topic", "partition"], registry=REGISTRY,
 )
 TIME_LAG = Gauge(

@@ -208,10 +208,14 @@ class Pipeline:
         finally:
             await consumer.stop()
 
-    async def internal_updates(self) -> int:
-        """Updates held by the batch records of the internal topic."""
-        records = await self.read_topic("rowstream-by-subscription")
-        return sum(len(orjson.loads(record.value)["updates"]) for record in records)
+    async def updates_in(self, name: str, from_offsets: Optional[dict[int, int]] = None) -> dict[int, int]:
+        """Per partition, the updates held by a topic's records (from ``from_offsets``, if given):
+        a record with a ``format`` (batch record, update batch) holds its ``updates``."""
+        counts = {p: 0 for p in range(self.partitions)}
+        for record in await self.read_topic(name):
+            if from_offsets is None or record.offset >= from_offsets[record.partition]:
+                counts[record.partition] += updates_held(record.value)
+        return counts
 
     async def end_offsets(self, name: str) -> dict[int, int]:
         """High watermark of each partition, from fetch responses."""
@@ -225,6 +229,11 @@ class Pipeline:
         done = subprocess.run(faust("create-topics"), env=env, cwd=ROOT, capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-3000:]
+
+
+def updates_held(value: bytes) -> int:
+    body = orjson.loads(value)
+    return len(body["updates"]) if "format" in body else 1
 
 
 def rss_bytes(pid: int) -> int:

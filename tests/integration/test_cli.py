@@ -21,7 +21,7 @@ def run(pipeline, *args, timeout=120):
 def test_bad_arguments_and_an_empty_topic(pipeline_factory):
     pipeline = pipeline_factory()
     code, out, err = run(pipeline, "inspect", "--timeout", "10")
-    assert (code, out) == (0, "") and "0 record(s)" in err
+    assert (code, out) == (0, "") and "0 update(s)" in err
     for args, message in [
         (["inspect", "--since", "yesterday"], "neither a duration"),
         (["inspect", "--topic", "nope"], "--topic must be one of"),

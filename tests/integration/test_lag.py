@@ -5,7 +5,6 @@ import subprocess
 import time
 
 import aiohttp
-import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.helpers import AUTH, LoadClient, Model, eventually, make_updates
@@ -37,15 +36,9 @@ async def expected_lag(pipeline, topic):
 
 
 async def expected_waiting(pipeline, topic):
-    """The test's own count of the updates the waiting records hold: one per record on the
-    update topic, the length of ``updates`` of each batch record on the internal topic."""
-    committed = await pipeline.committed(topic)
-    waiting = {p: 0 for p in committed}
-    for record in await pipeline.read_topic(topic):
-        if record.offset >= committed[record.partition]:
-            waiting[record.partition] += (len(orjson.loads(record.value)["updates"])
-                                          if topic == INTERNAL else 1)
-    return waiting
+    """The test's own count of the updates the waiting records hold (batch records and update
+    batches: the length of their ``updates``)."""
+    return await pipeline.updates_in(topic, from_offsets=await pipeline.committed(topic))
 
 
 async def test_lag_metrics_and_the_burst_scenario(pipeline_factory, promtool):

@@ -135,3 +135,38 @@ async def test_a_poison_update_inside_a_batch_record_is_dead_lettered_alone(pipe
     whole, whole_record = letters[None]
     assert whole["rowstream-reason"] == "undecodable" and whole_record.value == records[1]
     assert int(whole["rowstream-seen-offset"]) == offsets[1]
+
+
+async def test_a_poison_update_inside_an_update_batch_is_dead_lettered_alone(pipeline_factory):
+    """An update batch on the update topic (as the API writes for a POST of many updates of one
+    app) with one bad update and one update of another app's partition: each is dead-lettered
+    alone with the record's coordinates and its index; the rest applies in order."""
+    pipeline = pipeline_factory()
+    partition = pipeline.layout.source_partition(APP)
+    parts = [update({"a": 1}), update({"nested": [1]}), update({"b": 2}, app_id=OTHER_APP),
+             update({"a": None, "c": 3})]
+    producer = pipeline.producer()
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(
+            pipeline.topic("subscription-updates"), events.update_batch(parts), key=APP.encode(),
+            partition=partition, headers=[(events.UPDATES_HEADER, b"4")])
+    finally:
+        await producer.stop()
+    pipeline.start_worker()
+    await pipeline.wait_for_rows({(APP, SUB): {"c": 3}}, 120, "the good updates, folded in order")
+
+    async def two_letters():
+        return len(await pipeline.read_topic("rowstream-dead-letters")) >= 2
+
+    await eventually(two_letters, timeout=60, what="both bad updates in the DLQ")
+    found = {}
+    for record in await pipeline.read_topic("rowstream-dead-letters"):
+        headers = {name: value.decode() for name, value in record.headers}
+        assert (headers["rowstream-topic"], int(headers["rowstream-partition"]),
+                int(headers["rowstream-offset"])) == (pipeline.topic("subscription-updates"),
+                                                      partition, meta.offset)
+        found[headers["rowstream-seen-index"]] = (headers["rowstream-reason"],
+                                                  orjson.loads(record.value))
+    assert found == {"1": ("invalid", orjson.loads(parts[1])),
+                     "2": ("misrouted", orjson.loads(parts[2]))}

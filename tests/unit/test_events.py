@@ -140,3 +140,59 @@ def test_patch_body():
     for raw in (b"{}", b'{"properties": 1}', b'{"properties": {}, "app_id": "x"}'):
         with pytest.raises(ValidationError):
             events.PatchBody.model_validate_json(raw)
+
+
+def test_an_update_batch_of_the_update_topic_decodes_update_by_update():
+    raws = [message(properties={"a": n}) for n in range(3)]
+    updates, bad = events.decode_source(events.update_batch(raws))
+    assert not bad and [u.index for u in updates] == [0, 1, 2]
+    assert [u.properties for u in updates] == [{"a": 0}, {"a": 1}, {"a": 2}]
+    assert orjson.loads(updates[1].raw) == orjson.loads(raws[1])
+    single, bad = events.decode_source(raws[0])
+    assert not bad and single[0].index is None and single[0].raw == raws[0]
+    assert (single[0].app_id, single[0].subscription_id) == (APP, SUB)
+
+
+def test_a_bad_update_inside_an_update_batch_costs_only_itself():
+    raws = [message(), message(properties={"a": [1]}), message(subscription_id="x")]
+    updates, bad = events.decode_source(events.update_batch(raws))
+    assert [u.index for u in updates] == [0]
+    assert [(b.index, b.error.reason) for b in bad] == [(1, "invalid"), (2, "invalid")]
+    assert "updates[1].properties.a" in str(bad[0].error)
+    assert orjson.loads(bad[0].raw)["properties"] == {"a": [1]}
+
+
+@pytest.mark.parametrize("raw, reason, where", [
+    (b"\xff", "undecodable", "body"),
+    (orjson.dumps({"app_id": APP, "format": "x"}), "invalid", "subscription_id"),  # a bad update
+    (b'{"format": "rowstream-updates/1", "updates": []}', "invalid", "body"),
+    (orjson.dumps({"format": "rowstream-updates/1", "updates": [{}] * 1001}), "invalid", "body"),
+    (b'{"format":"rowstream-updates/1", broken', "undecodable", "body"),
+    (b'{"format":"rowstream-updates/1","format":"x","updates":[]}', "invalid", "format"),
+])
+def test_a_record_that_is_neither_form_is_one_bad_part_with_its_own_problem(raw, reason, where):
+    updates, bad = events.decode_source(raw)
+    assert updates == [] and len(bad) == 1 and bad[0].index is None and bad[0].raw == raw
+    assert bad[0].error.reason == reason and bad[0].error.problems[0]["where"] == where
+
+
+def test_folding_rows_of_an_update_batch_is_exact_and_may_exceed_the_per_update_limit():
+    first = [message(properties={f"k{n}": n for n in range(200)})]
+    second = [message(properties={**{f"j{n}": n for n in range(200)}, "k0": None})]
+    other_sub = "00000000-0000-4000-8000-0000000000bb"
+    other = [message(subscription_id=other_sub, properties={"o": 1})]
+    updates, _ = events.decode_source(events.update_batch(first + other + second))
+    folded = events.fold_rows(updates)
+    assert [(u.subscription_id, len(u.properties)) for u in folded] == [(SUB, 400), (other_sub, 1)]
+    assert folded[0].properties["k0"] is None and folded[0].properties["j1"] == 1  # null kept
+    assert folded[1].raw == updates[1].raw  # not folded: as it stood
+    record = events.batch_record([events.batch_entry(9, 0, 1.0, u.raw) for u in folded])
+    applied, bad = events.decode_batch(record)  # 400 properties pass on the internal topic
+    assert not bad and len(applied[0].properties) == 400 and applied[1].subscription_id == other_sub
+    assert events.fold_rows(updates[:2]) == updates[:2]  # distinct rows: unchanged
+
+
+def test_updates_held_by_a_record_come_from_its_header():
+    assert events.updates_in([("rowstream-updates", b"37")]) == 37
+    assert events.updates_in([("traceparent", b"x")]) == 1
+    assert events.updates_in(None) == 1 and events.updates_in([("rowstream-updates", b"x")]) == 1

@@ -68,3 +68,12 @@ def test_a_batch_record_is_seen_as_one_record_per_update():
     assert parts[2].body is None and parts[2].value == b'"junk"'
     plain = seen()
     assert unbatch(plain) == [plain] and "index" not in plain.as_json()
+
+
+def test_an_update_batch_is_seen_as_one_record_per_update():
+    updates = [{"app_id": "a", "subscription_id": "s", "properties": {"k": n}} for n in range(2)]
+    record = Seen("updates", 1, 7, NOW, b"a", orjson.dumps(
+        {"format": "rowstream-updates/1", "updates": updates}))
+    parts = unbatch(record)
+    assert [(p.index, p.body) for p in parts] == [(0, updates[0]), (1, updates[1])]
+    assert top_talkers(parts, window=60, top=1)[2] == 2  # counted per update
