@@ -258,9 +258,24 @@ class BadEntry(NamedTuple):
 def _versioned(index: int, entry: Entry) -> Versioned:
     update = entry["u"]
     received_at = update.get("received_at")
-    return Versioned(index, entry["v"], entry["p"], entry["t"] if received_at is None else received_at,
-                     str(update["app_id"]), str(update["subscription_id"]), update["properties"],
-                     entry.get("tp"))
+    if received_at is None:
+        received_at = entry["t"]
+    return Versioned(index, entry["v"], entry["p"], received_at, str(update["app_id"]),
+                     str(update["subscription_id"]), update["properties"], entry.get("tp"))
+
+
+def _whole(raw: bytes, reason: str, where: str, problem: str) -> tuple[list, list[BadEntry]]:
+    """A record that cannot be applied at all: one bad part, no updates."""
+    return [], [BadEntry(None, raw, InvalidEvent(reason, [{"where": where, "problem": problem}]),
+                         None, None)]
+
+
+def _envelope(parsed: Any, format_: str, most: Optional[int] = None) -> bool:
+    """``parsed`` is ``{"format": format_, "updates": [1 to most items]}`` and nothing more."""
+    updates = parsed.get("updates") if isinstance(parsed, dict) else None
+    return (isinstance(updates, list) and parsed.get("format") == format_
+            and set(parsed) == {"format", "updates"}
+            and (most is None or 1 <= len(updates) <= most))
 
 
 def decode_batch(raw: bytes) -> tuple[list[Versioned], list[BadEntry]]:
@@ -275,14 +290,11 @@ def decode_batch(raw: bytes) -> tuple[list[Versioned], list[BadEntry]]:
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return [], [BadEntry(None, raw, InvalidEvent("undecodable", [
-            {"where": "body", "problem": f"not JSON: {exc}"}]), None, None)]
-    if (not isinstance(parsed, dict) or parsed.get("format") != BATCH_FORMAT
-            or not isinstance(parsed.get("updates"), list) or set(parsed) != {"format", "updates"}):
-        problem = (f"not a batch record of format {BATCH_FORMAT!r} (an object with exactly "
-                   f"'format' and a list 'updates')")
-        return [], [BadEntry(None, raw, InvalidEvent("invalid", [
-            {"where": "body", "problem": problem}]), None, None)]
+        return _whole(raw, "undecodable", "body", f"not JSON: {exc}")
+    if not _envelope(parsed, BATCH_FORMAT):
+        return _whole(raw, "invalid", "body",
+                      f"not a batch record of format {BATCH_FORMAT!r} (an object with exactly "
+                      f"'format' and a list 'updates')")
     good, bad = [], []
     for index, item in enumerate(parsed["updates"]):
         encoded = orjson.dumps(item)
@@ -343,15 +355,14 @@ def decode_source(raw: bytes) -> tuple[list[SourceUpdate], list[BadEntry]]:
                                                           "problem": f"not JSON: {exc}"}])
         parsed = None
     if not isinstance(parsed, dict) or parsed.get("format") != UPDATES_FORMAT:
-        error = not_an_update or InvalidEvent("invalid", [{  # e.g. a second "format" key
-            "where": "format", "problem": f"must be {UPDATES_FORMAT!r} for an update batch"}])
-        return [], [BadEntry(None, raw, error, None, None)]  # a bad single update
-    if (not isinstance(parsed.get("updates"), list) or set(parsed) != {"format", "updates"}
-            or not 1 <= len(parsed["updates"]) <= MAX_ITEMS):
-        problem = (f"an update batch of format {UPDATES_FORMAT!r} is an object with exactly "
-                   f"'format' and a list of 1 to {MAX_ITEMS} 'updates'")
-        return [], [BadEntry(None, raw, InvalidEvent("invalid", [
-            {"where": "body", "problem": problem}]), None, None)]
+        if not_an_update is not None:  # a bad single update
+            return [], [BadEntry(None, raw, not_an_update, None, None)]
+        return _whole(raw, "invalid", "format",  # e.g. a second "format" key
+                      f"must be {UPDATES_FORMAT!r} for an update batch")
+    if not _envelope(parsed, UPDATES_FORMAT, MAX_ITEMS):
+        return _whole(raw, "invalid", "body", f"an update batch of format {UPDATES_FORMAT!r} is "
+                                              f"an object with exactly 'format' and a list of "
+                                              f"1 to {MAX_ITEMS} 'updates'")
     good, bad = [], []
     for index, item in enumerate(parsed["updates"]):
         encoded = orjson.dumps(item)
