@@ -21,10 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import orjson
-
 from app import events, metrics
-from app.deadletter import Coordinates, dead_letter
+from app.deadletter import Coordinates, app_key, dead_letter
 from app.forwarding import Countdown, Forwarder
 from app.main import app, layout, settings
 from app.topics import by_subscription_topic, send_dead_letter, updates_topic
@@ -102,16 +100,10 @@ async def dead_letter_bad(record: Any, bad: list[events.BadEntry]) -> None:
     alone (with its index)."""
     origin = Coordinates(record.topic, record.partition, record.offset)
     for part in bad:
-        key = record.key if part.index is None else _app_key(part.raw)
+        key = record.key if part.index is None else app_key(part.raw)
         await send_dead_letter(dead_letter(key, part.raw, part.error.reason, str(part.error),
                                            origin, index=part.index))
 
-
-def _app_key(raw: bytes) -> Optional[bytes]:
-    try:
-        return str(orjson.loads(raw)["app_id"]).encode()
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
 
 
 @app.timer(settings.forward_linger)

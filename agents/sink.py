@@ -27,7 +27,7 @@ from mode import Service
 
 from app import events, tracing
 from app.coalesce import Patch
-from app.deadletter import Coordinates, dead_letter
+from app.deadletter import Coordinates, app_key, dead_letter
 from app.forwarding import Countdown
 from app.main import app, layout, settings, shards
 from app.topics import by_subscription_topic, send_dead_letter, stats_topic, updates_topic
@@ -122,10 +122,7 @@ async def dead_letter_bad(record: Any, bad: events.BadEntry) -> None:
     origin = seen
     if bad.version is not None and bad.source_partition is not None:
         origin = Coordinates(updates_topic.get_topic_name(), bad.source_partition, bad.version)
-    try:
-        key = str(orjson.loads(bad.raw)["app_id"]).encode() if bad.index is not None else None
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        key = None
+    key = app_key(bad.raw) if bad.index is not None else None
     await send_dead_letter(dead_letter(key, bad.raw, bad.error.reason, str(bad.error), origin,
                                        seen, bad.index))
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
+import orjson
+
 MAX_ERROR_CHARS = 2000
 
 
@@ -61,3 +63,12 @@ def dead_letter(
     return DeadLetter(
         key, value, origin.partition, [(name, text.encode()) for name, text in headers]
     )
+
+
+def app_key(update: bytes) -> Optional[bytes]:
+    """The key of a dead-lettered update taken out of a record holding many: its app ID, if it
+    has one to read (as on the update topic)."""
+    try:
+        return str(orjson.loads(update)["app_id"]).encode()
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
