@@ -1,13 +1,15 @@
 """Repartition: update topic (key app ID) → internal topic, in batch records.
 
 Input: ``subscription-updates``, one partition per app (its shard block, hash of the app ID),
-one update or an update batch of one app per record (``app.events``); the agent receives *units*: the records of one partition from one fetch
-(``app.consumer``), in offset order from the committed offset.
+one update or an update batch of one app per record (``app.events``); the agent receives
+*units*: the records of one partition from one fetch (``app.consumer``), in offset order from
+the committed offset.
 Output: ``rowstream-by-subscription``, batch records (``app.events``): each update goes to the
 partition of its app's shard block that its subscription ID hashes to, with ``version`` = its
 offset in the update topic (an update batch's updates of one row are folded into one first, so
-that a version names one update of a row). Updates for one target partition are gathered across units and sent
-as one record when the batch is full or ``ROWSTREAM_FORWARD_LINGER`` old (``app.forwarding``).
+that a version names one update of a row). Updates for one target partition are gathered across
+units and sent as one record when the batch is full or ``ROWSTREAM_FORWARD_LINGER`` old
+(``app.forwarding``).
 Guarantee: at-least-once, order per row kept: every update of a row comes from one source
 partition, read in order, and goes to one target partition through one producer, in order.
 A unit is acknowledged when the broker has every batch record holding its updates, so offsets are
@@ -103,7 +105,6 @@ async def dead_letter_bad(record: Any, bad: list[events.BadEntry]) -> None:
         key = record.key if part.index is None else app_key(part.raw)
         await send_dead_letter(dead_letter(key, part.raw, part.error.reason, str(part.error),
                                            origin, index=part.index))
-
 
 
 @app.timer(settings.forward_linger)

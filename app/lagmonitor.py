@@ -147,10 +147,10 @@ class LagMonitor(Service):
             await self._share()
             return
         committed = await self._committed(owned)
+        starts = {tp: committed[tp] or 0 for tp in owned}
         started_ms = int(time.time() * 1000)
         for tp in owned:  # read on where the last round stopped counting
-            start = self._counts.setdefault(tp, UpdateCounts()).resume_at(committed[tp] or 0)
-            side.seek(tp, start)
+            side.seek(tp, self._counts.setdefault(tp, UpdateCounts()).resume_at(starts[tp]))
         side.resume(*owned)
 
         def polled(tp: TopicPartition) -> bool:
@@ -159,7 +159,7 @@ class LagMonitor(Service):
         fetched: set[TopicPartition] = set()  # read once this round: a round's budget
 
         def finished(tp: TopicPartition) -> bool:
-            return polled(tp) and (tp in fetched or self._counts[tp].resume_at(committed[tp] or 0)
+            return polled(tp) and (tp in fetched or self._counts[tp].resume_at(starts[tp])
                                    >= (side.highwater(tp) or 0))
 
         reading = owned
@@ -186,10 +186,10 @@ class LagMonitor(Service):
         owner = worker_url()
         self.latest = {}
         for tp in owned:
-            end, start, counts = side.highwater(tp), committed[tp] or 0, self._counts[tp]
+            end, counts = side.highwater(tp), self._counts[tp]
             self.latest[tp] = PartitionLag(tp.topic, tp.partition, end, committed[tp],
-                                           counts.oldest(start), owner, now,
-                                           counts.waiting(start, end or 0))
+                                           counts.oldest(starts[tp]), owner, now,
+                                           counts.waiting(starts[tp], end or 0))
         for tp, lag in self.latest.items():
             labels = (_short(tp.topic), str(tp.partition))
             metrics.MESSAGE_LAG.labels(*labels).set(lag.message_lag)
