@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable
 
 SendBatch = Callable[[int, bytes, float, int], Awaitable["asyncio.Future[Any]"]]
 
