@@ -154,10 +154,10 @@ class SubscriptionView(ApiView):
         app_id, subscription_id = _uuid(app_id, "app_id"), _uuid(subscription_id, "subscription_id")
         _check_scope(scope, [app_id])
         try:
-            body = events.PatchBody.model_validate_json(await _body(request))
+            body = events.PatchBody.validate_json(await _body(request))
         except ValidationError as exc:
             raise ApiError(400, "invalid request", events.problems_of(exc)) from None
-        await _produce([(app_id, subscription_id, body.properties)])
+        await _produce([(app_id, subscription_id, body["properties"])])
         return self.json({"accepted": 1}, status=202)
 
     async def get(self, request: Request, app_id: str, subscription_id: str) -> Response:
@@ -183,11 +183,9 @@ class UpdatesView(ApiView):
             batch = events.BatchBody.validate_json(await _body(request))
         except ValidationError as exc:
             raise ApiError(400, "invalid request", events.problems_of(exc)) from None
-        _check_scope(scope, {str(update.app_id) for update in batch})
-        await _produce([
-            (str(update.app_id), str(update.subscription_id), update.properties)
-            for update in batch
-        ])
+        _check_scope(scope, {update["app_id"] for update in batch})
+        await _produce([(update["app_id"], update["subscription_id"], update["properties"])
+                        for update in batch])
         return self.json({"accepted": len(batch)}, status=202)
 
 

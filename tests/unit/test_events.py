@@ -1,7 +1,11 @@
 """Validation tables: good and bad requests and topic messages, with the problem each must name."""
 
+import json
+
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from app import events
@@ -136,10 +140,10 @@ def test_batch_limits():
 
 
 def test_patch_body():
-    assert events.PatchBody.model_validate_json(b'{"properties": {"a": null}}').properties == {"a": None}
+    assert events.PatchBody.validate_json(b'{"properties": {"a": null}}')["properties"] == {"a": None}
     for raw in (b"{}", b'{"properties": 1}', b'{"properties": {}, "app_id": "x"}'):
         with pytest.raises(ValidationError):
-            events.PatchBody.model_validate_json(raw)
+            events.PatchBody.validate_json(raw)
 
 
 def test_an_update_batch_of_the_update_topic_decodes_update_by_update():
@@ -196,3 +200,111 @@ def test_updates_held_by_a_record_come_from_its_header():
     assert events.updates_in([("rowstream-updates", b"37")]) == 37
     assert events.updates_in([("traceparent", b"x")]) == 1
     assert events.updates_in(None) == 1 and events.updates_in([("rowstream-updates", b"x")]) == 1
+
+
+# --- Fast and Exact (``app.events``): the speed never changes the result ---------------------
+
+def _typed(value):
+    """``value`` with the type of every part spelled out (True == 1 and 1 == 1.0 in Python)."""
+    if isinstance(value, dict):
+        return {key: _typed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_typed(item) for item in value]
+    return (type(value).__name__, value)
+
+
+_uuids = st.one_of(st.uuids().map(str), st.uuids().map(str), st.uuids().map(str),
+                   st.uuids().map(lambda u: str(u).upper()), st.uuids().map(lambda u: u.hex),
+                   st.just("not-a-uuid"), st.integers())
+_strings = st.one_of(
+    st.text(max_size=20),
+    st.builds(lambda c, n: c * n, st.sampled_from(["a", "é", "€", "𝄞", "\x00"]),
+              st.sampled_from([1000, 1024, 1025, 1366, 2048, 4096, 4097])),
+)
+_scalars = st.one_of(
+    st.none(), st.booleans(), _strings,
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 10**18, 10**19]),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+_values = st.one_of(_scalars, _scalars, _scalars, st.lists(_scalars, max_size=2),
+                    st.dictionaries(st.text(max_size=3), _scalars, max_size=2))
+_properties = st.dictionaries(st.one_of(st.text(max_size=10), st.text(max_size=10),
+                                        st.text(max_size=10), st.just(""), st.just("k" * 129),
+                                        st.just("a\x00")), _values, max_size=4)
+_updates = st.fixed_dictionaries(
+    {"app_id": _uuids, "subscription_id": _uuids, "properties": _properties},
+    optional={"received_at": st.one_of(st.none(), st.floats(allow_nan=False), st.integers()),
+              "extra": st.integers()},
+)
+
+
+def _dumps(value, ascii_only):
+    try:
+        return json.dumps(value, ensure_ascii=ascii_only).encode()
+    except ValueError:  # an infinity hypothesis made
+        return b"{}"
+
+
+def _same_at_both_speeds(shape, raw):
+    try:
+        exact = _typed(shape.exact.validate_json(raw))
+    except ValidationError:
+        exact = "refused"
+    if not events.outside_fast(raw):
+        try:
+            fast = _typed(shape.fast.validate_json(raw))
+        except ValidationError:
+            pass  # Exact decides
+        else:
+            assert fast == exact, raw
+    try:
+        assert _typed(shape.validate_json(raw)) == exact
+    except ValidationError:
+        assert exact == "refused"
+
+
+@settings(max_examples=400, deadline=None)
+@given(update=_updates, ascii_only=st.booleans())
+def test_an_update_of_the_update_topic_validates_the_same_at_both_speeds(update, ascii_only):
+    _same_at_both_speeds(events._single, _dumps(update, ascii_only))
+
+
+@settings(max_examples=200, deadline=None)
+@given(updates=st.lists(_updates, min_size=1, max_size=3), ascii_only=st.booleans())
+def test_a_request_validates_the_same_at_both_speeds(updates, ascii_only):
+    for update in updates:
+        update.pop("received_at", None)
+    _same_at_both_speeds(events.BatchBody, _dumps(updates, ascii_only))
+    _same_at_both_speeds(events.PatchBody,
+                         _dumps({"properties": updates[0]["properties"]}, ascii_only))
+
+
+@settings(max_examples=200, deadline=None)
+@given(update=_updates, version=st.integers(min_value=-1, max_value=2**64),
+       ascii_only=st.booleans())
+def test_a_batch_record_validates_the_same_at_both_speeds(update, version, ascii_only):
+    entry = {"v": version, "p": 3, "t": 1.5, "u": update}
+    _same_at_both_speeds(events._batch_record,
+                         _dumps({"format": events.BATCH_FORMAT, "updates": [entry]}, ascii_only))
+
+
+@pytest.mark.parametrize("value", [
+    2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 10**19, -(10**19), 10**30, 1e308, -0.0, 0.1,
+    "a" * 1024, "a" * 1025, "é" * 1025, "€" * 1366, "€" * 1365, "𝄞" * 1024, "𝄞" * 1025, "a" * 4097,
+    "a\x00", "\x00", True, None, [1], {"a": 1},
+])
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_the_edges_of_what_fast_accepts_validate_the_same_at_both_speeds(value, ascii_only):
+    for key in ("k", "k\x00"):
+        update = {"app_id": APP, "subscription_id": SUB, "properties": {key: value}}
+        _same_at_both_speeds(events._single, _dumps(update, ascii_only))
+        _same_at_both_speeds(events.PatchBody, _dumps({"properties": {key: value}}, ascii_only))
+
+
+def test_fast_takes_the_common_case():
+    """Fast is not a check that never runs: the updates of the benchmark and the API pass it."""
+    assert events.BatchBody.fast.validate_json(orjson.dumps(
+        [{"app_id": APP, "subscription_id": SUB, "properties": {"k1": 3, "plan": None, "r": 0.5,
+                                                                 "on": True, "s": "é" * 1024}}]))
+    assert not events.outside_fast(message(received_at=1764633600.123))
