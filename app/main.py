@@ -63,7 +63,7 @@ app = RowstreamApp(
     broker_session_timeout=settings.session_timeout,
     broker_heartbeat_interval=settings.session_timeout / 4,
     broker_rebalance_timeout=settings.session_timeout * 2,
-    broker_commit_interval=1.0,
+    broker_commit_interval=0.5,
     # On stop, commit what was acknowledged and go; do not wait for events a held shard may never
     # acknowledge (they are read again after the restart, and the version guard absorbs them).
     stream_wait_empty=False,

@@ -146,7 +146,7 @@ class Settings(BaseModel):
         description="ROWSTREAM_SESSION_TIMEOUT: consumer session timeout (s); short for the dev broker",
     )
     lag_interval: float = Field(
-        2.0, gt=0, le=300, description="ROWSTREAM_LAG_INTERVAL: seconds between lag measurements",
+        1.0, gt=0, le=300, description="ROWSTREAM_LAG_INTERVAL: seconds between lag measurements",
     )
     otlp_endpoint: str = Field(
         "", description="ROWSTREAM_OTLP_ENDPOINT: OTLP/HTTP traces URL; empty: tracing off",

@@ -325,3 +325,18 @@ async def test_the_producer_uses_the_cached_partition_sets(producer_type):
         assert producer._metadata is producer.client.cluster
     finally:
         await producer.stop()
+
+
+async def test_the_worker_consumer_asks_for_a_short_fetch_wait():
+    from app.main import app
+
+    thread = app.consumer._thread
+    assert type(thread) is rowstream.ConsumerThread
+    ours = thread._create_worker_consumer(app.transport)
+    faust_own = AIOKafkaConsumerThread._create_worker_consumer(thread, app.transport)
+    try:
+        assert ours._fetch_max_wait_ms == rowstream.FETCH_MAX_WAIT_MS == 100
+        assert faust_own._fetch_max_wait_ms == 1500  # tansu holds it all when no record is new
+    finally:
+        await ours.stop()
+        await faust_own.stop()
