@@ -111,8 +111,9 @@ Exact = _Kinds(
     key=Annotated[StrictStr, Field(min_length=1, max_length=MAX_KEY_CHARS), AfterValidator(_no_nul)],
     value=Annotated[Any, AfterValidator(_scalar)],
 )
+_CANONICAL_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 Fast = _Kinds(
-    uuid=Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")],
+    uuid=Annotated[StrictStr, Field(pattern=_CANONICAL_UUID)],
     key=Annotated[StrictStr, Field(min_length=1, max_length=MAX_KEY_CHARS)],
     value=Union[None, StrictBool, StrictInt, Annotated[StrictFloat, Field(allow_inf_nan=False)],
                 Annotated[StrictStr, Field(max_length=MAX_STRING_BYTES // 4)]],
@@ -139,7 +140,7 @@ def _properties(kinds: _Kinds, most: int = MAX_PROPERTIES) -> Any:
 
 def _update(kinds: _Kinds, most: int = MAX_PROPERTIES, received_at: bool = True) -> Any:
     """A patch of one row: set keys, delete the keys whose value is null. On the update topic it
-    may carry ``received_at``; an ``UpdateRequest`` of ``POST /v1/updates`` may not."""
+    may carry ``received_at``; an item of ``POST /v1/updates`` may not."""
     fields = {"app_id": kinds.uuid, "subscription_id": kinds.uuid,
               "properties": _properties(kinds, most)}
     if received_at:
@@ -170,11 +171,10 @@ BatchBody = _TwoSpeed(lambda k: Annotated[list[_update(k, received_at=False)],
                                           Field(max_length=MAX_ITEMS)])
 """Body of ``POST /v1/updates``: patches of rows."""
 
-_single = _TwoSpeed(_update)  # a record of the update topic that holds one update
+_single = _TwoSpeed(_update)  # an update of the update topic: a record, or one of an update batch
 _update_batch = _TwoSpeed(lambda k: _shape("UpdateBatch", {
     "format": Literal["rowstream-updates/1"],
     "updates": Annotated[list[_update(k)], Field(min_length=1, max_length=MAX_ITEMS)]}))
-_update_fields = _TwoSpeed(_update)  # an update inside an update batch
 
 
 def _entry_shape(kinds: _Kinds) -> Any:
@@ -377,7 +377,7 @@ def decode_source(raw: bytes) -> tuple[list[SourceUpdate], list[BadEntry]]:
     for index, item in enumerate(parsed["updates"]):
         encoded = orjson.dumps(item)
         try:
-            u = _update_fields.validate_json(encoded)
+            u = _single.validate_json(encoded)
         except ValidationError as exc:
             bad.append(BadEntry(index, encoded,
                                 InvalidEvent("invalid", problems_of(exc, f"updates[{index}]")),

@@ -335,8 +335,9 @@ async def test_the_worker_consumer_asks_for_a_short_fetch_wait():
     ours = thread._create_worker_consumer(app.transport)
     faust_own = AIOKafkaConsumerThread._create_worker_consumer(thread, app.transport)
     try:
-        assert ours._fetch_max_wait_ms == rowstream.FETCH_MAX_WAIT_MS == 100
-        assert faust_own._fetch_max_wait_ms == 1500  # tansu holds it all when no record is new
+        assert (ours._fetch_max_wait_ms, ours._fetch_min_bytes) == (100, 64 * 1024)
+        # Faust's own, which tansu holds for the whole 1.5 s when no record is new
+        assert (faust_own._fetch_max_wait_ms, faust_own._fetch_min_bytes) == (1500, 1)
     finally:
         await ours.stop()
         await faust_own.stop()
