@@ -335,7 +335,7 @@ async def test_the_worker_consumer_asks_for_a_short_fetch_wait():
     ours = thread._create_worker_consumer(app.transport)
     faust_own = AIOKafkaConsumerThread._create_worker_consumer(thread, app.transport)
     try:
-        assert (ours._fetch_max_wait_ms, ours._fetch_min_bytes) == (100, 64 * 1024)
+        assert (ours._fetch_max_wait_ms, ours._fetch_min_bytes) == (250, 64 * 1024)
         # Faust's own, which tansu holds for the whole 1.5 s when no record is new
         assert (faust_own._fetch_max_wait_ms, faust_own._fetch_min_bytes) == (1500, 1)
     finally:
