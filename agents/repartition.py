@@ -1,15 +1,15 @@
 """Repartition: update topic (key app ID) → internal topic, in batch records.
 
 Input: ``subscription-updates``, one partition per app (its shard block, hash of the app ID),
-one update or an update batch of one app per record (``app.events``); the agent receives
-*units*: the records of one partition from one fetch (``app.consumer``), in offset order from
+one update or an update batch of one app per record (``app.model.events``); the agent receives
+*units*: the records of one partition from one fetch (``app.kafka.consumer``), in offset order from
 the committed offset.
-Output: ``rowstream-by-subscription``, batch records (``app.events``): each update goes to the
+Output: ``rowstream-by-subscription``, batch records (``app.model.events``): each update goes to the
 partition of its app's shard block that its subscription ID hashes to, with ``version`` = its
 offset in the update topic (an update batch's updates of one row are folded into one first, so
 that a version names one update of a row). Updates for one target partition are gathered across
 units and sent as one record when the batch is full or ``ROWSTREAM_FORWARD_LINGER`` old
-(``app.forwarding``).
+(``app.kafka.forwarding``).
 Guarantee: at-least-once, order per row kept: every update of a row comes from one source
 partition, read in order, and goes to one target partition through one producer, in order.
 A unit is acknowledged when the broker has every batch record holding its updates, so offsets are
@@ -23,12 +23,14 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from app import events, metrics
-from app.deadletter import Coordinates, app_key, dead_letter
-from app.forwarding import Countdown, Forwarder
+from app.model import events
+
+from app.observe import metrics
+from app.model.deadletter import Coordinates, app_key, dead_letter
+from app.kafka.forwarding import Countdown, Forwarder
 from app.main import app, layout, settings
-from app.topics import by_subscription_topic, send_dead_letter, updates_topic
-from app.tracing import HEADER
+from app.kafka.topics import by_subscription_topic, send_dead_letter, updates_topic
+from app.observe.tracing import HEADER
 
 internal_topic = by_subscription_topic.get_topic_name()
 MAX_RECORD_BYTES = 256 * 1024  # one producer batch (app/main.py) holds one batch record

@@ -1,12 +1,12 @@
 """Sink: internal topic → Postgres shards, batched, coalesced, idempotent.
 
-Input: ``rowstream-by-subscription`` (batch records, ``app.events``; partition in the app's shard
+Input: ``rowstream-by-subscription`` (batch records, ``app.model.events``; partition in the app's shard
 block); the agent receives *units*: the records of one partition from one fetch
-(``app.consumer``), in offset order from the committed offset.
+(``app.kafka.consumer``), in offset order from the committed offset.
 Output: rows in the app's Postgres shard; per-shard counts to the stats topic once a second.
 Guarantee: a unit is acknowledged only after every transaction that applied one of its updates
 committed, so offsets are committed only past applied updates; re-delivered updates change
-nothing (version guard). A shard that fails holds only its own partitions (see ``app.writer``).
+nothing (version guard). A shard that fails holds only its own partitions (see ``app.sink.writer``).
 Poison: an update of a batch record that does not validate, or one Postgres refuses, is
 dead-lettered alone (with its record's coordinates and its index in the record); a record that is
 not a batch record is dead-lettered whole.
@@ -25,14 +25,16 @@ from typing import Any, Sequence
 import orjson
 from mode import Service
 
-from app import events, tracing
-from app.coalesce import Patch
-from app.deadletter import Coordinates, app_key, dead_letter
-from app.forwarding import Countdown
+from app.model import events
+
+from app.observe import tracing
+from app.sink.coalesce import Patch
+from app.model.deadletter import Coordinates, app_key, dead_letter
+from app.kafka.forwarding import Countdown
 from app.main import app, layout, settings, shards
-from app.topics import by_subscription_topic, send_dead_letter, stats_topic, updates_topic
-from app.tracing import HEADER
-from app.writer import BatchDone, Item, ShardWriter
+from app.kafka.topics import by_subscription_topic, send_dead_letter, stats_topic, updates_topic
+from app.observe.tracing import HEADER
+from app.sink.writer import BatchDone, Item, ShardWriter
 
 log = logging.getLogger("rowstream.sink")
 

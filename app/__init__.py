@@ -1,7 +1,7 @@
 """rowstream: HTTP updates → Kafka → ordered, batched, idempotent writes to sharded Postgres.
 
 ``faust -A app worker`` imports this package and takes its ``app`` attribute. The Faust app is
-built on first access (PEP 562), so importing a pure module such as ``app.partitioning`` builds
+built on first access (PEP 562), so importing a pure module such as ``app.model.partitioning`` builds
 nothing and reads no environment.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 #: by Faust's autodiscovery, which logs and skips a module that fails to import: a worker
 #: without its sink must not start.
 COMPONENTS = (
-    "app.web",
-    "app.commands",
-    "app.lagmonitor",
+    "app.ingest.api",
+    "app.ops.commands",
+    "app.observe.lag_monitor",
     "agents.repartition",
     "agents.sink",
     "tables.throughput",

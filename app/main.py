@@ -13,12 +13,16 @@ from pathlib import Path
 
 import mode.loop
 
-from app import auth, events, tracing
+from app.ingest import auth
+
+from app.model import events
+
+from app.observe import tracing
 from app import settings as settings_module
-from app.consumer import RowstreamApp
-from app.offsets import GroupOffsets
-from app.partitioning import Layout
-from app.shards import Shards
+from app.kafka.consumer import RowstreamApp
+from app.kafka.offsets import GroupOffsets
+from app.model.partitioning import Layout
+from app.sink.shards import Shards
 
 try:
     settings = settings_module.load()

@@ -15,10 +15,10 @@ import time
 import faust
 import orjson
 
-from app.lag import PartitionLag, per_shard_totals
+from app.observe.lag import PartitionLag, per_shard_totals
 from app.main import app, layout, settings
-from app.topics import lag_topic
-from app.views import answer, table
+from app.kafka.topics import lag_topic
+from app.ops.render import answer, table
 
 log = logging.getLogger("rowstream.lag")
 

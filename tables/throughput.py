@@ -25,8 +25,8 @@ import faust
 import orjson
 
 from app.main import app, settings, shards
-from app.topics import stats_topic
-from app.views import answer, table
+from app.kafka.topics import stats_topic
+from app.ops.render import answer, table
 
 log = logging.getLogger("rowstream.throughput")
 

@@ -36,8 +36,8 @@ from typing import Any, Optional
 import aiohttp
 from aiokafka import AIOKafkaProducer
 
-from app import events
-from app.admin import bootstrap_servers
+from app.model import events
+from app.kafka.topic_setup import bootstrap_servers
 from app.settings import Settings
 from deploy.local import Broker, Postgres, free_port
 from deploy.stack import ROOT, Worker

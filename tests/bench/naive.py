@@ -14,9 +14,9 @@ import aiopg
 import faust
 import orjson
 
-from app.partitioning import Layout
+from app.model.partitioning import Layout
 from app.settings import even_shard_map
-from app.sql import SCHEMA
+from app.sink.sql import SCHEMA
 
 UPSERT = """
 INSERT INTO subscriptions (app_id, subscription_id, properties, version)

@@ -1,7 +1,7 @@
 """``python -m tests.bench.upsert``: the sink's upsert statement against an alternative, on the
 embedded Postgres: Postgres CPU µs per row (the backend's, from /proc) and rows/s, same batches.
 
-* ``merge``: rowstream's statement (``app/sql.py``): MERGE over ``jsonb_to_recordset`` of one
+* ``merge``: rowstream's statement (``app/sink/sql.py``): MERGE over ``jsonb_to_recordset`` of one
   jsonb parameter;
 * ``insert``: ``INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE … WHERE version <``, the
   batch as four array parameters.
@@ -30,8 +30,8 @@ from pathlib import Path
 import orjson
 import psycopg2
 
-from app import sql
-from app.coalesce import Patch
+from app.sink import sql
+from app.sink.coalesce import Patch
 from deploy.local import Postgres, free_port
 from tests.bench.bench import process_cpu
 

@@ -21,7 +21,7 @@ from typing import AsyncIterator, Optional
 
 import aiohttp
 
-from app.coalesce import apply
+from app.sink.coalesce import apply
 from tests.integration.helpers import AUTH
 
 

@@ -18,9 +18,9 @@ import orjson
 import psycopg2
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.admin import bootstrap_servers
-from app.coalesce import apply
-from app.partitioning import Layout
+from app.kafka.topic_setup import bootstrap_servers
+from app.sink.coalesce import apply
+from app.model.partitioning import Layout
 from app.settings import even_shard_map
 from deploy.local import free_port
 from deploy.stack import ROOT, Worker, faust

@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from app import metrics
+from app.observe import metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

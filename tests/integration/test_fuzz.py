@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
-from app import openapi
+from app.ingest import openapi
 from tests.integration.helpers import AUTH
 
 

@@ -4,9 +4,11 @@ its reason and coordinates, and the updates after it are applied."""
 import orjson
 import psycopg2
 
-from app import events, sql
+from app.model import events
+
+from app.sink import sql
 from tests.integration.helpers import eventually
-from app.coalesce import apply
+from app.sink.coalesce import apply
 
 APP = "3c000000-0000-4000-8000-000000000001"
 OTHER_APP = "e1000000-0000-4000-8000-000000000002"  # belongs on another partition

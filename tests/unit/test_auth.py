@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.auth import PUBLIC_PATHS, Refused, authenticate, require_admin
+from app.ingest.auth import PUBLIC_PATHS, Refused, authenticate, require_admin
 
 KEYS = (("admin-key", None), ("scoped-key", frozenset({"app-1"})))
 

@@ -4,7 +4,7 @@ re-deliveries through the version guard change nothing."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.coalesce import Patch, apply, coalesce
+from app.sink.coalesce import Patch, apply, coalesce
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])
 # An explicit alphabet: st.text() over all of Unicode builds hypothesis' character map on first

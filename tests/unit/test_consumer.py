@@ -1,4 +1,4 @@
-"""app/consumer.py, rule by rule, on a real Faust consumer object (built, not started: no broker):
+"""app/kafka/consumer.py, rule by rule, on a real Faust consumer object (built, not started: no broker):
 units, acknowledgement and commit bookkeeping, refused acknowledgements, the drain loop's guard
 and hand-over; the commit and the producer's partition sets against Faust's and aiokafka's own."""
 
@@ -17,14 +17,14 @@ from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app import consumer as rowstream
-from app.offsets import GroupOffsets
+from app.kafka import consumer as rowstream
+from app.kafka.offsets import GroupOffsets
 
 UNITS, OTHER = "units", "other"
 
 
 def test_this_is_the_faust_and_aiokafka_it_was_reasoned_about():
-    # app/consumer.py replaces Faust 0.15.3's drain loop, getmany, ack bookkeeping and commit:
+    # app/kafka/consumer.py replaces Faust 0.15.3's drain loop, getmany, ack bookkeeping and commit:
     # read its reasoning again (and run `make faults` 3 times) before upgrading either.
     assert faust.__version__ == "0.15.3" and aiokafka.__version__ == "0.14.0"
 

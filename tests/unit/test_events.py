@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app import events
+from app.model import events
 
 APP = "0f8fad5b-d9cb-469f-a165-70867728950e"
 SUB = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
@@ -202,7 +202,7 @@ def test_updates_held_by_a_record_come_from_its_header():
     assert events.updates_in(None) == 1 and events.updates_in([("rowstream-updates", b"x")]) == 1
 
 
-# --- Fast and Exact (``app.events``): the speed never changes the result ---------------------
+# --- Fast and Exact (``app.model.events``): the speed never changes the result ---------------------
 
 def _typed(value):
     """``value`` with the type of every part spelled out (True == 1 and 1 == 1.0 in Python)."""

@@ -1,9 +1,9 @@
-"""The repartition's batching (app/forwarding.py) with a fake producer and clock: per-partition
+"""The repartition's batching (app/kafka/forwarding.py) with a fake producer and clock: per-partition
 order, flushes by size, bytes and linger, and a unit settled only once every part is answered."""
 
 import asyncio
 
-from app.forwarding import Countdown, Forwarder
+from app.kafka.forwarding import Countdown, Forwarder
 
 
 class Producer:

@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from app.inspection import Filter, Seen, parse_time, top_talkers, unbatch
+from app.ops.inspection import Filter, Seen, parse_time, top_talkers, unbatch
 
 NOW = 1_800_000_000.0
 

@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.lag import PartitionLag, UpdateCounts, per_shard_totals
+from app.observe.lag import PartitionLag, UpdateCounts, per_shard_totals
 
 
 def test_lag_of_a_partition_from_its_end_committed_offset_and_oldest_waiting_message():

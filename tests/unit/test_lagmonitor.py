@@ -30,7 +30,7 @@ class SideConsumer:
 
 async def test_a_stop_in_the_middle_of_a_lag_round_ends_the_round_first(monkeypatch):
     monkeypatch.setenv("FAUST_LOOP", "aio")  # keep the test's event loop (app.main picks uvloop)
-    from app import lagmonitor
+    from app.observe import lag_monitor as lagmonitor
 
     events: list[str] = []
     monitor = lagmonitor.LagMonitor(interval=0.1)
@@ -51,7 +51,7 @@ async def test_a_stop_in_the_middle_of_a_lag_round_ends_the_round_first(monkeypa
 
 async def test_a_stopped_offsets_client_under_a_round_is_no_crash_either(monkeypatch):
     monkeypatch.setenv("FAUST_LOOP", "aio")
-    from app import lagmonitor
+    from app.observe import lag_monitor as lagmonitor
 
     monitor = lagmonitor.LagMonitor(interval=0.1)
 

@@ -9,8 +9,10 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from app import delivery, metrics
-from app.ordering import InOrder
+from app.kafka import delivery
+
+from app.observe import metrics
+from app.kafka.ordering import InOrder
 
 
 def test_in_order_events_pass_and_a_skip_asks_for_the_missing_offset():

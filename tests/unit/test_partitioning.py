@@ -4,7 +4,7 @@ import pytest
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given, strategies as st
 
-from app.partitioning import Layout, murmur2
+from app.model.partitioning import Layout, murmur2
 from app.settings import even_shard_map, parse_shard_map
 
 

@@ -2,8 +2,8 @@
 
 import orjson
 
-from app import sql
-from app.coalesce import Patch
+from app.sink import sql
+from app.sink.coalesce import Patch
 
 
 def test_upsert_is_one_merge_with_a_version_guard():

@@ -8,7 +8,7 @@ import time
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from app import tracing
+from app.observe import tracing
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_off_means_no_import_and_no_headers():
         "import sys",
         "import app",
         "app.app",
-        "from app import tracing",
+        "from app.observe import tracing",
         "with tracing.ingest(3) as headers: assert headers is None",
         "tracing.batch_written(0, 0.1, 0, [(None, 0.0)])",
         "assert not tracing.enabled()",

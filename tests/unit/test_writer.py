@@ -4,9 +4,9 @@ and pauses. Postgres itself is covered by the integration tests."""
 import asyncio
 
 
-from app.coalesce import Patch, apply
-from app.shards import Rejected
-from app.writer import BatchDone, Item, ShardWriter, write_isolating
+from app.sink.coalesce import Patch, apply
+from app.sink.shards import Rejected
+from app.sink.writer import BatchDone, Item, ShardWriter, write_isolating
 
 
 class MemoryStore:

@@ -2,7 +2,7 @@
 
 * Ingest opens a span per request and puts its context in each Kafka message's headers
   (``traceparent``, W3C trace context); the repartition carries it into the update's entry of
-  its batch record (``tp``, see ``app.events``).
+  its batch record (``tp``, see ``app.model.events``).
 * The sink opens one span per batch write, with a **link** to each event's ingest span (no parent
   across the queue: one write serves many requests) and the attributes ``rowstream.shard``,
   ``rowstream.batch_size``, ``rowstream.coalesced``, ``rowstream.queue_seconds.max`` and

@@ -77,7 +77,7 @@ DEAD_LETTERS = Counter(
 READ_AGAIN = Counter(
     "rowstream_consumer_skips",
     "Times the consumer delivered a record past one it had skipped, and the agent read the "
-    "partition again from the skipped one (see app/ordering.py), by topic.",
+    "partition again from the skipped one (see app/kafka/ordering.py), by topic.",
     ["topic"], registry=REGISTRY,
 )
 FORWARD_FAILURES = Counter(

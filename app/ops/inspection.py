@@ -17,7 +17,7 @@ from typing import Any, Iterable, NamedTuple, Optional
 
 import orjson
 
-from app.events import UPDATES_FORMAT
+from app.model.events import UPDATES_FORMAT
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -390,7 +390,7 @@ def decode_source(raw: bytes) -> tuple[list[SourceUpdate], list[BadEntry]]:
 
 def fold_rows(updates: list[SourceUpdate]) -> list[SourceUpdate]:
     """One update per row, in the order each row first appears: a row's patches folded in order
-    ("last writer per key wins", nulls kept: they delete), which is exact (``app.coalesce``).
+    ("last writer per key wins", nulls kept: they delete), which is exact (``app.sink.coalesce``).
     An update that needs no fold keeps its raw bytes."""
     rows: dict[tuple[str, str], list[SourceUpdate]] = {}
     for update in updates:

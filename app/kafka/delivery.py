@@ -1,12 +1,12 @@
 """The delivery guard: units pass in offset order from the committed offset, or not at all.
 
-``DeliveryGuard.admit(message)`` is awaited by rowstream's consumer (``app.consumer``) for each
+``DeliveryGuard.admit(message)`` is awaited by rowstream's consumer (``app.kafka.consumer``) for each
 unit (the records of one partition from one fetch) before the unit reaches an agent. False means
 records before it were skipped: the consumer drops the unit without acknowledging it, and the
 guard has asked for the partition to be read again from the first skipped offset
-(``app.ordering`` explains why Faust skips and why that would lose updates). Each new consumer
+(``app.kafka.ordering`` explains why Faust skips and why that would lose updates). Each new consumer
 generation starts every partition again at the group's committed offset, asked of the broker
-(``app.offsets``; the log's first offset if retention deleted past it or nothing was committed).
+(``app.kafka.offsets``; the log's first offset if retention deleted past it or nothing was committed).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Optional
 
-from app import metrics
-from app.ordering import InOrder
+from app.observe import metrics
+from app.kafka.ordering import InOrder
 
 log = logging.getLogger("rowstream.delivery")
 

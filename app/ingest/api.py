@@ -20,9 +20,13 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from app import auth, events, metrics, openapi, tracing
+from app.ingest import auth, openapi
+
+from app.model import events
+
+from app.observe import metrics, tracing
 from app.main import app, layout, settings, shards
-from app.topics import updates_topic
+from app.kafka.topics import updates_topic
 
 log = logging.getLogger("rowstream.web")
 
@@ -84,7 +88,7 @@ async def _body(request: Request) -> bytes:
 
 async def _produce(updates: list[tuple[str, str, dict]]) -> None:
     """Send every update to the update topic and wait until the broker acknowledged all: one
-    record per app, an update batch where the app has more than one (``app.events``), so a
+    record per app, an update batch where the app has more than one (``app.model.events``), so a
     1,000-update request costs a producer send per app, not per update.
 
     Straight to Faust's producer, not through ``Topic.send``: the topic layer's per-message
@@ -204,7 +208,7 @@ async def healthz(web: View, request: Request) -> Response:
 @app.page("/readyz")
 async def readyz(web: View, request: Request) -> Response:
     """Ready when the broker answered the last lag round and every shard answers a ping."""
-    from app.lagmonitor import monitor
+    from app.observe.lag_monitor import monitor
 
     last = monitor.last_success
     broker_ok = last is not None and time.time() - last < max(10.0, 3 * settings.lag_interval)

@@ -14,8 +14,8 @@ from typing import AsyncIterator, Optional
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.admin import bootstrap_servers
-from app.inspection import Seen
+from app.kafka.topic_setup import bootstrap_servers
+from app.ops.inspection import Seen
 
 
 class ReadError(Exception):

@@ -11,7 +11,7 @@ prefetched from a position past the committed offset can reach the agent before 
 and its fetch loop then drops the records in between as already read. Our topics are never
 compacted and carry no transaction markers, so their offsets are contiguous and any jump is such a
 skip. ``InOrder`` notices it; the caller drops the event unacknowledged and reads the partition
-again from the offset that is missing (``app.delivery``).
+again from the offset that is missing (``app.kafka.delivery``).
 """
 
 from __future__ import annotations

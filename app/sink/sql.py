@@ -19,7 +19,7 @@ from typing import Sequence
 
 import orjson
 
-from app.coalesce import Patch
+from app.sink.coalesce import Patch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscriptions (

@@ -23,12 +23,14 @@ import click
 import orjson
 from faust.cli import argument, option
 
-from app import auth, events
-from app.admin import TopicError, bootstrap_servers, ensure_topics
-from app.inspection import Filter, Seen, parse_time, top_talkers, unbatch
+from app.ingest import auth
+
+from app.model import events
+from app.kafka.topic_setup import TopicError, bootstrap_servers, ensure_topics
+from app.ops.inspection import Filter, Seen, parse_time, top_talkers, unbatch
 from app.main import app, layout, settings
-from app.reader import ReadError, read
-from app.views import table
+from app.ops.reader import ReadError, read
+from app.ops.render import table
 
 TOPICS = {
     "updates": "subscription-updates",
@@ -39,7 +41,7 @@ TOPICS = {
 
 def wanted_topics() -> dict[str, int]:
     """Every topic the app reads or writes (changelogs included) → its partition count."""
-    from app.topics import OWN_TOPICS
+    from app.kafka.topics import OWN_TOPICS
 
     wanted = {topic.get_topic_name(): topic.partitions for topic in OWN_TOPICS}
     for table_ in app.tables.values():

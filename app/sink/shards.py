@@ -14,8 +14,10 @@ import aiopg
 import psycopg2
 from mode import Service
 
-from app import metrics, sql
-from app.coalesce import Patch
+from app.observe import metrics
+
+from app.sink import sql
+from app.sink.coalesce import Patch
 
 log = logging.getLogger("rowstream.shards")
 

@@ -1,6 +1,6 @@
 """The OpenAPI 3.0 document of the HTTP API, served at ``GET /openapi.json``.
 
-Written to match the validation in ``app.events`` and built from its limit constants; limits
+Written to match the validation in ``app.model.events`` and built from its limit constants; limits
 checked in code (string bytes, 64-bit integers, U+0000) are stated in the descriptions. The fuzz
 test drives the live API from this document, so a drift shows there.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import events
+from app.model import events
 
 UUID = {"type": "string", "format": "uuid"}
 VALUE = {

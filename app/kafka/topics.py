@@ -1,6 +1,6 @@
 """The Kafka topics of rowstream. A topic's name is its identity: renaming one is a migration.
 
-Agents read raw bytes and decode in ``app.events``, so that a message that fails to decode
+Agents read raw bytes and decode in ``app.model.events``, so that a message that fails to decode
 reaches the dead-letter topic instead of vanishing in the framework.
 """
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import faust
 
-from app import metrics
-from app.deadletter import DeadLetter
+from app.observe import metrics
+from app.model.deadletter import DeadLetter
 from app.main import app, settings
 
 log = logging.getLogger("rowstream.deadletters")
@@ -40,10 +40,10 @@ def _raw_topic(name: str, partitions: int):
     return app.topic(settings.topic(name), schema=RawSchema(), partitions=partitions)
 
 
-#: HTTP ingest writes here; key = app ID; partition = the app's shard block (app.partitioning).
+#: HTTP ingest writes here; key = app ID; partition = the app's shard block (app.model.partitioning).
 updates_topic = _raw_topic("subscription-updates", settings.partitions)
 
-#: The repartition agent writes batch records here (app.events), no key; partition = the rows'
+#: The repartition agent writes batch records here (app.model.events), no key; partition = the rows'
 #: subscription IDs hashed inside the app's shard block.
 by_subscription_topic = _raw_topic("rowstream-by-subscription", settings.partitions)
 
@@ -58,7 +58,7 @@ stats_topic = _raw_topic("rowstream-shard-stats", 1)
 lag_topic = _raw_topic("rowstream-lag", 1)
 
 # The agents' input topics reach them as units (records of one partition from one fetch), in
-# offset order from the committed offset: app/consumer.py.
+# offset order from the committed offset: app/kafka/consumer.py.
 app.deliver_in_units(updates_topic, "subscription-updates")
 app.deliver_in_units(by_subscription_topic, "rowstream-by-subscription")
 

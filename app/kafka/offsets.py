@@ -1,7 +1,7 @@
 """The consumer group's committed offsets, asked of the broker by a client outside the group.
 
 Faust's own view of them is not usable for this: it is filled in only once Faust has sought to
-the committed offsets after a rebalance, and events can arrive before that (``app.ordering``).
+the committed offsets after a rebalance, and events can arrive before that (``app.kafka.ordering``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 from mode import Service
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
-from app.admin import bootstrap_servers
+from app.kafka.topic_setup import bootstrap_servers
 
 log = logging.getLogger("rowstream.offsets")
 T = TypeVar("T")

@@ -25,9 +25,9 @@ from typing import Awaitable, Callable, Collection, Iterable, NamedTuple, Sequen
 from mode import Service
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
-from app import metrics
-from app.coalesce import Patch, coalesce
-from app.shards import Rejected, ShardStore
+from app.observe import metrics
+from app.sink.coalesce import Patch, coalesce
+from app.sink.shards import Rejected, ShardStore
 
 log = logging.getLogger("rowstream.writer")
 

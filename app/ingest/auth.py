@@ -1,7 +1,7 @@
 """API keys: who may call what (design.md "HTTP API"; configured by ROWSTREAM_API_KEYS).
 
 * the ingest and row API (``/v1/…``) authenticates in its views, which also check a scoped key's
-  apps against the request (``app.web``);
+  apps against the request (``app.ingest.api``);
 * every other page — rowstream's ``/lag/`` and ``/shards/``, and Faust's own web views — needs an
   unscoped key, checked by ``admin_guard``, an aiohttp middleware on the worker's web server;
 * open to all: liveness and readiness (for orchestrators), ``/metrics`` (for Prometheus) and the

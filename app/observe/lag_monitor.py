@@ -9,7 +9,7 @@ the fetch response carries the high watermark (the log end offset), and the firs
 is the oldest message not yet committed (its timestamp gives the time lag). This works the same
 whether the partition is flowing, idle, or paused by a held shard. Records may hold many updates
 (batch records, update batches), so the monitor counts the updates the waiting records hold from
-their ``rowstream-updates`` header (``app.lag.UpdateCounts``): each round reads one fetch per
+their ``rowstream-updates`` header (``app.observe.lag.UpdateCounts``): each round reads one fetch per
 partition (at most 64 KiB) on from where the last round stopped, so each record is read at most
 once and a round's cost does not grow with the traffic; records not read yet count at the
 average of those counted (exact whenever the waiting records were all read, e.g. a held shard's
@@ -33,12 +33,14 @@ from aiokafka.errors import ConsumerStoppedError, KafkaConnectionError, KafkaErr
 from faust.exceptions import NotReady
 from mode import Service
 
-from app import events, metrics
-from app.admin import bootstrap_servers
-from app.consumer import FETCH_MAX_WAIT_MS
-from app.lag import PartitionLag, UpdateCounts
+from app.model import events
+
+from app.observe import metrics
+from app.kafka.topic_setup import bootstrap_servers
+from app.kafka.consumer import FETCH_MAX_WAIT_MS
+from app.observe.lag import PartitionLag, UpdateCounts
 from app.main import app, settings
-from app.topics import by_subscription_topic, lag_topic, updates_topic
+from app.kafka.topics import by_subscription_topic, lag_topic, updates_topic
 
 log = logging.getLogger("rowstream.lag")
 
@@ -203,7 +205,7 @@ class LagMonitor(Service):
     async def _committed(self, owned: list[TopicPartition]) -> dict[TopicPartition, Optional[int]]:
         """The group's committed offsets: the newer of this worker's own last commit (as Faust's
         monitor saw it) and what the broker said when the partition was assigned here (asked once
-        per assignment, see app.offsets). Committed offsets only grow, so the newer of two true
+        per assignment, see app.kafka.offsets). Committed offsets only grow, so the newer of two true
         values is current."""
         own_commits = {(tp.topic, tp.partition): offset
                        for tp, offset in app.monitor.tp_committed_offsets.items()}

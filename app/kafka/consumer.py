@@ -10,10 +10,10 @@ For the *unit topics* (the update topic and the internal topic, named by ``deliv
    records (aiokafka ``ConsumerRecord``). Faust's per-message path (drain loop, conductor, stream,
    acknowledgement: 35-110 µs) is paid once per unit, not once per record. Acknowledging a unit
    acknowledges each of its records.
-2. **In order from the committed offset** (``app.delivery``): a unit reaches the conductor only if
+2. **In order from the committed offset** (``app.kafka.delivery``): a unit reaches the conductor only if
    no record before it was skipped; otherwise it is dropped unacknowledged and the partition is
    read again from the missing offset. Faust 0.15.3 skips records around rebalances and pauses
-   (``app.ordering`` tells how). Faust's own "already read" drop, which is how it skips, is not
+   (``app.kafka.ordering`` tells how). Faust's own "already read" drop, which is how it skips, is not
    applied to these topics: a re-delivery is handed on (the sink's writes are idempotent).
 3. **Acknowledgements that cannot be trusted are refused**: of a unit from an earlier consumer
    generation, or while the flow is stopped for a rebalance. (Faust's stream acknowledges the
@@ -77,8 +77,8 @@ from faust.types.tuples import ack_lock
 from mode import Service
 from mode.utils.futures import notify
 
-from app.delivery import DeliveryGuard
-from app.offsets import GroupOffsets
+from app.kafka.delivery import DeliveryGuard
+from app.kafka.offsets import GroupOffsets
 
 
 class Unit(ConsumerMessage):

@@ -1,0 +1,1 @@
+"""The HTTP API: validate, authenticate, produce, answer; and its OpenAPI description."""

@@ -1,0 +1,1 @@
+"""Applying updates to Postgres: coalescing, the shard writers, the shard pools and the SQL."""
