@@ -1,8 +1,10 @@
 """Configuration errors stop the worker with one clear line naming the variable."""
 
+from pathlib import Path
+
 import pytest
 
-from app.settings import ConfigError, load
+from app.settings import ConfigError, Settings, load
 
 TWO = "postgresql://h/a,postgresql://h/b"
 
@@ -59,3 +61,28 @@ def test_scoped_api_keys():
     for bad in ("team:not-a-uuid", ":" + app, "a,,b:"):
         with pytest.raises(ConfigError, match="ROWSTREAM_API_KEYS"):
             load({"ROWSTREAM_API_KEYS": bad})
+
+
+def _readme_settings() -> dict[str, str]:
+    """The README's configuration table: variable -> default column, as written."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n\n**", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`ROWSTREAM_"):
+            rows[cells[0].strip("`")] = cells[1].strip("`")
+    return rows
+
+
+def test_the_readme_configuration_table_is_the_settings():
+    documented = _readme_settings()
+    assert set(documented) == {f"ROWSTREAM_{name.upper()}" for name in Settings.model_fields}
+    for name, field in Settings.model_fields.items():
+        written, default = documented[f"ROWSTREAM_{name.upper()}"], field.default
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            assert float(written) == default, name
+        elif isinstance(default, str) and default:
+            assert written == default, name
+        else:  # an empty or computed default is described in words
+            assert written in ("empty", "none", "even") or " " in written or "<" in written, name
