@@ -41,7 +41,7 @@ from app.kafka.topic_setup import bootstrap_servers
 from app.settings import Settings
 from deploy.local import Broker, Postgres, free_port
 from deploy.stack import ROOT, Worker
-from tests.integration.helpers import AUTH, Pipeline, rss_bytes
+from tests.support.helpers import AUTH, Pipeline, rss_bytes
 
 SHARDS = 2
 APPS = 100

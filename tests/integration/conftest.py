@@ -4,14 +4,12 @@ factory for pipelines: unique topics, group and shard databases per test, worker
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 
 import pytest
 
 from deploy.local import Broker, Postgres, free_port
-from tests.integration.helpers import Pipeline
+from tests.support.helpers import Pipeline
 
 def pytest_collection_modifyitems(items):
     for item in items:
@@ -63,15 +61,9 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def promtool():
-    """Debian's promtool, installed when missing (root only: CI and these machines run as root)."""
+    """Debian's promtool (``make test`` installs it: the Makefile's ``test-deps``)."""
     found = shutil.which("promtool")
-    if found is None and os.geteuid() == 0:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"]
-        if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
-            subprocess.run(install, env=env, capture_output=True, timeout=600, check=True)
-        found = shutil.which("promtool")
     if found is None:
-        pytest.fail("promtool is missing: install Debian's prometheus package (apt-get install prometheus)")
+        pytest.fail("promtool is missing: run `make test-deps` as root, or install Debian's "
+                    "prometheus package (apt-get install prometheus)")
     return found

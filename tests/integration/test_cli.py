@@ -6,7 +6,7 @@ import subprocess
 import orjson
 
 from deploy.stack import ROOT, faust
-from tests.integration.helpers import LoadClient, Model, eventually, make_updates
+from tests.support.helpers import LoadClient, Model, eventually, make_updates
 
 APP = "6d000000-0000-4000-8000-000000000001"
 OTHER = "f2000000-0000-4000-8000-000000000002"

@@ -5,7 +5,7 @@ import time
 
 import aiohttp
 
-from tests.integration.helpers import AUTH, LoadClient, Model, eventually, make_updates
+from tests.support.helpers import AUTH, LoadClient, Model, eventually, make_updates
 
 APPS = ["2a000000-0000-4000-8000-000000000001", "d4000000-0000-4000-8000-000000000002"]
 

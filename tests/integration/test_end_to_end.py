@@ -5,7 +5,7 @@ import time
 
 import aiohttp
 
-from tests.integration.helpers import AUTH, LoadClient, Model, differences, eventually, make_updates
+from tests.support.helpers import AUTH, LoadClient, Model, differences, eventually, make_updates
 
 # First bytes 1a and 5b land on shard 0, c3 on shard 1 (256 slots over 2 shards).
 APPS = [

@@ -10,8 +10,8 @@ import time
 import aiohttp
 import pytest
 
-from tests.integration.faultload import count_anomalies, load
-from tests.integration.helpers import AUTH, eventually
+from tests.support.faultload import count_anomalies, load
+from tests.support.helpers import AUTH, eventually
 
 APPS = ["17000000-0000-4000-8000-000000000001", "9e000000-0000-4000-8000-000000000002"]
 
@@ -135,7 +135,7 @@ async def test_sigterm_under_load_stops_within_30s_and_restarts_exact(pipeline_f
 
 @pytest.mark.long
 async def test_slow_shard_does_not_slow_the_other(stack, pipeline_factory):
-    from tests.integration.tcpproxy import Proxy
+    from tests.support.tcpproxy import Proxy
 
     _, postgres = stack
     with Proxy(postgres.port) as proxy:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
 from app.ingest import openapi
-from tests.integration.helpers import AUTH
+from tests.support.helpers import AUTH
 
 
 def _import_all_of(package) -> None:

@@ -5,7 +5,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from tests.integration.helpers import AUTH, eventually, rss_bytes
+from tests.support.helpers import AUTH, eventually, rss_bytes
 
 APP = "0f8fad5b-d9cb-469f-a165-70867728950e"
 SUB = "7c9e6679-7425-40de-944b-e07fc1f90ae7"

@@ -7,7 +7,7 @@ import time
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.helpers import AUTH, LoadClient, Model, eventually, make_updates
+from tests.support.helpers import AUTH, LoadClient, Model, eventually, make_updates
 
 HELD_APP = "c5000000-0000-4000-8000-000000000001"  # shard 1
 FREE_APP = "35000000-0000-4000-8000-000000000002"  # shard 0

@@ -7,7 +7,7 @@ import psycopg2
 from app.model import events
 
 from app.sink import sql
-from tests.integration.helpers import eventually
+from tests.support.helpers import eventually
 from app.sink.coalesce import apply
 
 APP = "3c000000-0000-4000-8000-000000000001"

@@ -2,7 +2,7 @@
 
 import aiohttp
 
-from tests.integration.helpers import AUTH, LoadClient, Model, eventually, make_updates
+from tests.support.helpers import AUTH, LoadClient, Model, eventually, make_updates
 
 APPS = ["4e000000-0000-4000-8000-000000000001", "b7000000-0000-4000-8000-000000000002"]
 

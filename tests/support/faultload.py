@@ -22,7 +22,7 @@ from typing import AsyncIterator, Optional
 import aiohttp
 
 from app.sink.coalesce import apply
-from tests.integration.helpers import AUTH
+from tests.support.helpers import AUTH
 
 
 def pair_key(n: int) -> str:
