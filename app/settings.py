@@ -227,6 +227,10 @@ class Settings(BaseModel):
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
+    def unprefixed(self, topic: str) -> str:
+        """A topic's name without the deployment's prefix (the metric and ``/lag/`` label)."""
+        return topic.removeprefix(self.topic_prefix)
+
 
 def given(environ: Mapping[str, str] | None = None) -> set[str]:
     """Names of the settings set explicitly in the environment (e.g. ``{"broker"}``)."""

@@ -55,17 +55,13 @@ def cluster_lag() -> list[PartitionLag]:
     return [newest[key] for key in sorted(newest)]
 
 
-def _short(topic: str) -> str:
-    return topic.removeprefix(settings.topic_prefix)
-
-
 @app.page("/lag/")
 @app.table_route(table=snapshots, exact_key="0")  # one partition: every key lives on its owner
 async def lag_view(web, request):
     now = time.time()
     lags = cluster_lag()
-    partitions = [{**lag.as_json(now), "topic": _short(lag.topic)} for lag in lags]
-    shards = [{**total, "topic": _short(total["topic"])}
+    partitions = [{**lag.as_json(now), "topic": settings.unprefixed(lag.topic)} for lag in lags]
+    shards = [{**total, "topic": settings.unprefixed(total["topic"])}
               for total in per_shard_totals(lags, layout.shard_of_partition, now)]
     text = table(partitions, ["topic", "partition", "message_lag", "waiting_updates",
                               "time_lag_seconds", "owner", "age_seconds"])

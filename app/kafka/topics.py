@@ -36,31 +36,39 @@ class RawSchema(faust.Schema):
         return decode
 
 
+# The topics' names before the deployment's prefix (``ROWSTREAM_TOPIC_PREFIX``): a wire contract.
+UPDATES = "subscription-updates"
+INTERNAL = "rowstream-by-subscription"
+DEAD_LETTERS = "rowstream-dead-letters"
+SHARD_STATS = "rowstream-shard-stats"
+LAG = "rowstream-lag"
+
+
 def _raw_topic(name: str, partitions: int):
     return app.topic(settings.topic(name), schema=RawSchema(), partitions=partitions)
 
 
 #: HTTP ingest writes here; key = app ID; partition = the app's shard block (app.model.partitioning).
-updates_topic = _raw_topic("subscription-updates", settings.partitions)
+updates_topic = _raw_topic(UPDATES, settings.partitions)
 
 #: The repartition agent writes batch records here (app.model.events), no key; partition = the rows'
 #: subscription IDs hashed inside the app's shard block.
-by_subscription_topic = _raw_topic("rowstream-by-subscription", settings.partitions)
+by_subscription_topic = _raw_topic(INTERNAL, settings.partitions)
 
 #: Events that cannot be applied: original key and bytes, reason and coordinates in headers.
 #: Partition = the source partition in the update topic, so a redrive keeps per-app order.
-dead_letter_topic = _raw_topic("rowstream-dead-letters", settings.partitions)
+dead_letter_topic = _raw_topic(DEAD_LETTERS, settings.partitions)
 
 #: One small record per committed batch; feeds the per-shard throughput tables.
-stats_topic = _raw_topic("rowstream-shard-stats", 1)
+stats_topic = _raw_topic(SHARD_STATS, 1)
 
 #: Each worker's lag snapshot, once a round (key = the worker's URL); feeds tables/lag.py.
-lag_topic = _raw_topic("rowstream-lag", 1)
+lag_topic = _raw_topic(LAG, 1)
 
 # The agents' input topics reach them as units (records of one partition from one fetch), in
 # offset order from the committed offset: app/kafka/consumer.py.
-app.deliver_in_units(updates_topic, "subscription-updates")
-app.deliver_in_units(by_subscription_topic, "rowstream-by-subscription")
+app.deliver_in_units(updates_topic, UPDATES)
+app.deliver_in_units(by_subscription_topic, INTERNAL)
 
 OWN_TOPICS = (updates_topic, by_subscription_topic, dead_letter_topic, stats_topic, lag_topic)
 

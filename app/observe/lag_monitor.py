@@ -195,7 +195,7 @@ class LagMonitor(Service):
                                            counts.oldest(starts[tp]), owner, now,
                                            counts.waiting(starts[tp], end or 0))
         for tp, lag in self.latest.items():
-            labels = (_short(tp.topic), str(tp.partition))
+            labels = (settings.unprefixed(tp.topic), str(tp.partition))
             metrics.MESSAGE_LAG.labels(*labels).set(lag.message_lag)
             metrics.WAITING_UPDATES.labels(*labels).set(lag.waiting_updates)
             metrics.TIME_LAG.labels(*labels).set(lag.time_lag(now))
@@ -221,7 +221,7 @@ class LagMonitor(Service):
 
     def _drop_gauges(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
-            labels = (_short(tp.topic), str(tp.partition))
+            labels = (settings.unprefixed(tp.topic), str(tp.partition))
             for gauge in (metrics.MESSAGE_LAG, metrics.WAITING_UPDATES, metrics.TIME_LAG):
                 try:
                     gauge.remove(*labels)
@@ -234,11 +234,6 @@ class LagMonitor(Service):
             key=worker_url().encode(),
             value=orjson.dumps({"owner": worker_url(), "at": time.time(), "partitions": snapshot}),
         )
-
-
-def _short(topic: str) -> str:
-    """Metric label: the topic's name without the deployment's prefix."""
-    return topic[len(settings.topic_prefix):] if topic.startswith(settings.topic_prefix) else topic
 
 
 monitor = LagMonitor(settings.lag_interval)

@@ -26,24 +26,19 @@ from faust.cli import argument, option
 from app.ingest import auth
 
 from app.model import events
+from app.kafka import topics
 from app.kafka.topic_setup import TopicError, bootstrap_servers, ensure_topics
 from app.ops.inspection import Filter, Seen, parse_time, top_talkers, unbatch
 from app.main import app, layout, settings
 from app.ops.reader import ReadError, read
 from app.ops.render import table
 
-TOPICS = {
-    "updates": "subscription-updates",
-    "internal": "rowstream-by-subscription",
-    "dead-letters": "rowstream-dead-letters",
-}
+TOPICS = {"updates": topics.UPDATES, "internal": topics.INTERNAL, "dead-letters": topics.DEAD_LETTERS}
 
 
 def wanted_topics() -> dict[str, int]:
     """Every topic the app reads or writes (changelogs included) → its partition count."""
-    from app.kafka.topics import OWN_TOPICS
-
-    wanted = {topic.get_topic_name(): topic.partitions for topic in OWN_TOPICS}
+    wanted = {topic.get_topic_name(): topic.partitions for topic in topics.OWN_TOPICS}
     for table_ in app.tables.values():
         wanted[table_.changelog_topic.get_topic_name()] = table_.partitions or settings.partitions
     return wanted

@@ -86,3 +86,11 @@ def test_the_readme_configuration_table_is_the_settings():
             assert written == default, name
         else:  # an empty or computed default is described in words
             assert written in ("empty", "none", "even") or " " in written or "<" in written, name
+
+
+def test_topic_names_carry_the_prefix_and_labels_drop_it():
+    settings = load({"ROWSTREAM_TOPIC_PREFIX": "prod."})
+    assert settings.topic("rowstream-lag") == "prod.rowstream-lag"
+    assert settings.unprefixed("prod.rowstream-lag") == "rowstream-lag"
+    assert settings.unprefixed("other.topic") == "other.topic"  # not ours: as it is
+    assert load({}).unprefixed("rowstream-lag") == "rowstream-lag"
