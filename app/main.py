@@ -7,18 +7,19 @@ they are declared: renaming one is a data migration.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
+import faust
 import mode.loop
 
-from app.ingest import auth
-
-from app.model import events
-
-from app.observe import tracing
 from app import settings as settings_module
+from app.ingest import auth
+from app.model import events
+from app.observe import tracing
 from app.kafka.consumer import RowstreamApp
 from app.kafka.offsets import GroupOffsets
 from app.model.partitioning import Layout
@@ -38,6 +39,15 @@ if not os.environ.get("FAUST_LOOP"):
 
 layout = Layout(settings.partitions, settings.slot_map, len(settings.shards))
 
+
+class Worker(faust.Worker):
+    """Faust's worker, logging at ``ROWSTREAM_LOG_LEVEL`` however it is started (``make run``, the
+    Procfile, a container): the setting wins over ``faust worker -l``."""
+
+    def __init__(self, app: Any, *services: Any, loglevel: Any = None, **kwargs: Any) -> None:
+        super().__init__(app, *services, loglevel=logging.getLevelName(settings.log_level.upper()),
+                         **kwargs)
+
 if settings.otlp_endpoint:
     tracing.configure(settings.otlp_endpoint)
 
@@ -46,6 +56,7 @@ app = RowstreamApp(
     group_offsets=GroupOffsets(settings.broker, settings.group_id),
     broker=settings.broker,
     origin="app",
+    Worker=Worker,
     datadir=settings.data_dir or str(Path(".local") / f"worker-{settings.web_port}"),
     store="memory://",
     # tansu has no idempotent producer or transactions; the sink is idempotent instead.
