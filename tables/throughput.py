@@ -15,7 +15,6 @@ is a migration.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -86,8 +85,7 @@ def snapshot(up: list[bool], now: Optional[float] = None) -> dict:
 @app.page("/shards/")
 @app.table_route(table=totals, exact_key="0")  # one partition: every key lives on its owner
 async def shards_view(web, request):
-    up = await asyncio.gather(*(shards.ping_ok(n) for n in range(len(settings.shards))))
-    report = snapshot(list(up))
+    report = snapshot(await shards.up())
     rows = [{"shard": s["shard"], "up": s["up"], **{f"total_{k}": v for k, v in s["total"].items()},
              "minute_rows": s["current_window"]["rows"]} for s in report["shards"]]
     text = table(rows, ["shard", "up", "total_events", "total_rows", "total_coalesced",

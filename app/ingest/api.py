@@ -213,7 +213,7 @@ async def readyz(web: View, request: Request) -> Response:
     last = monitor.last_success
     broker_ok = last is not None and time.time() - last < max(10.0, 3 * settings.lag_interval)
 
-    shard_ok = await asyncio.gather(*(shards.ping_ok(n) for n in range(len(settings.shards))))
+    shard_ok = await shards.up()
     ready = broker_ok and all(shard_ok)
     body = {"ready": ready, "broker": broker_ok,
             "shards": [{"shard": n, "up": up} for n, up in enumerate(shard_ok)]}

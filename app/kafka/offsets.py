@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 from mode import Service
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
-from app.kafka.topic_setup import bootstrap_servers
+from app.kafka.topic_setup import side_consumer
 
 log = logging.getLogger("rowstream.offsets")
 T = TypeVar("T")
@@ -35,12 +35,8 @@ class GroupOffsets(Service):
     async def _connect(self) -> AIOKafkaConsumer:
         async with self._connecting:
             if self._client is None:
-                client = AIOKafkaConsumer(
-                    bootstrap_servers=bootstrap_servers(self.broker),
-                    group_id=self.group_id,  # to read the group's offsets; never joins it
-                    enable_auto_commit=False,
-                    client_id=f"{self.group_id}-offsets",
-                )
+                client = side_consumer(  # the group's id, to read its offsets
+                    self.broker, f"{self.group_id}-offsets", self.group_id)
                 await client.start()
                 self._client = client
             return self._client

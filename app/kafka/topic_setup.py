@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from typing import Any, Optional
+
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
@@ -29,6 +32,16 @@ def bootstrap_servers(broker_url: str) -> str:
         if part:
             hosts.append(part.split("://", 1)[-1].rstrip("/"))
     return ",".join(hosts)
+
+
+def side_consumer(broker_url: str, client_id: str, group_id: Optional[str] = None,
+                  **options: Any) -> AIOKafkaConsumer:
+    """A consumer beside the worker's own: it reads offsets or records and never joins a group
+    (it is assigned partitions or only asks for offsets), and never commits. Every such
+    connection of rowstream is made here (the lag monitor, the group's offsets, the CLI's
+    reader)."""
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker_url), group_id=group_id,
+                            enable_auto_commit=False, client_id=client_id, **options)
 
 
 async def ensure_topics(

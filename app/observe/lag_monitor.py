@@ -36,7 +36,7 @@ from mode import Service
 from app.model import events
 
 from app.observe import metrics
-from app.kafka.topic_setup import bootstrap_servers
+from app.kafka.topic_setup import side_consumer
 from app.kafka.consumer import FETCH_MAX_WAIT_MS
 from app.observe.lag import PartitionLag, UpdateCounts
 from app.main import app, settings
@@ -65,15 +65,13 @@ class LagMonitor(Service):
         self._counts: dict[TopicPartition, UpdateCounts] = {}  # updates the records hold
 
     def _new_side_consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers(settings.broker),
-            group_id=settings.group_id,  # to read the group's committed offsets; never joins
-            enable_auto_commit=False,
+        return side_consumer(
+            settings.broker, f"{settings.group_id}-lag-monitor",
+            settings.group_id,  # to read the group's committed offsets
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=64 * 1024,
             fetch_max_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,  # a round waits no longer for a quiet partition
-            client_id=f"{settings.group_id}-lag-monitor",
         )
 
     async def on_stop(self) -> None:

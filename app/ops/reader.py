@@ -12,9 +12,9 @@ import sys
 import time
 from typing import AsyncIterator, Optional
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
-from app.kafka.topic_setup import bootstrap_servers
+from app.kafka.topic_setup import side_consumer
 from app.ops.inspection import Seen
 
 
@@ -34,10 +34,7 @@ async def read(
 ) -> AsyncIterator[Seen]:
     """Every record of ``topic`` from ``since`` (epoch s) or ``offset`` (in each partition) to the
     end as it was when reading started. Stops early after ``timeout`` seconds."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(broker), enable_auto_commit=False,
-        auto_offset_reset="earliest", client_id="rowstream-inspect",
-    )
+    consumer = side_consumer(broker, "rowstream-inspect", auto_offset_reset="earliest")
     try:
         await asyncio.wait_for(consumer.start(), 15)
     except (asyncio.TimeoutError, OSError, Exception) as exc:

@@ -152,3 +152,7 @@ class Shards(Service):
             return False
         metrics.SHARD_UP.labels(str(shard)).set(1)
         return True
+
+    async def up(self) -> list[bool]:
+        """``ping_ok`` of every shard, at once (readiness and ``GET /shards/``)."""
+        return list(await asyncio.gather(*(self.ping_ok(n) for n in range(len(self.dsns)))))
