@@ -48,6 +48,7 @@ class Worker(faust.Worker):
         super().__init__(app, *services, loglevel=logging.getLevelName(settings.log_level.upper()),
                          **kwargs)
 
+
 if settings.otlp_endpoint:
     tracing.configure(settings.otlp_endpoint)
 
