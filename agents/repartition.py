@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from app.model import events
-
 from app.observe import metrics
 from app.model.deadletter import Coordinates, app_key, dead_letter
 from app.kafka.forwarding import Countdown, Forwarder

@@ -26,7 +26,6 @@ import orjson
 from mode import Service
 
 from app.model import events
-
 from app.observe import tracing
 from app.sink.coalesce import Patch
 from app.model.deadletter import Coordinates, app_key, dead_letter

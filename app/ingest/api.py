@@ -21,9 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from app.ingest import auth, openapi
-
 from app.model import events
-
 from app.observe import metrics, tracing
 from app.main import app, layout, settings, shards
 from app.kafka.topics import updates_topic

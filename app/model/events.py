@@ -58,6 +58,10 @@ MAX_KEY_CHARS = 128
 MAX_STRING_BYTES = 4096
 INT64 = 2**63
 
+BATCH_FORMAT = "rowstream-batch/1"  # the internal topic's records
+UPDATES_FORMAT = "rowstream-updates/1"  # an update batch on the update topic
+UPDATES_HEADER = "rowstream-updates"  # on every record of either format: how many updates
+
 
 # --- the shapes, each validated at two speeds -------------------------------------------------
 #
@@ -173,7 +177,7 @@ BatchBody = _TwoSpeed(lambda k: Annotated[list[_update(k, received_at=False)],
 
 _single = _TwoSpeed(_update)  # an update of the update topic: a record, or one of an update batch
 _update_batch = _TwoSpeed(lambda k: _shape("UpdateBatch", {
-    "format": Literal["rowstream-updates/1"],
+    "format": Literal[UPDATES_FORMAT],
     "updates": Annotated[list[_update(k)], Field(min_length=1, max_length=MAX_ITEMS)]}))
 
 
@@ -188,13 +192,8 @@ def _entry_shape(kinds: _Kinds) -> Any:
 
 _entry = _TwoSpeed(_entry_shape)
 _batch_record = _TwoSpeed(lambda k: _shape("BatchRecord", {
-    "format": Literal["rowstream-batch/1"],
+    "format": Literal[BATCH_FORMAT],
     "updates": Annotated[list[_entry_shape(k)], Field(min_length=1)]}))
-
-
-BATCH_FORMAT = "rowstream-batch/1"  # the internal topic's records
-UPDATES_FORMAT = "rowstream-updates/1"  # an update batch on the update topic
-UPDATES_HEADER = "rowstream-updates"  # on every record of either format: how many updates
 
 
 def updates_in(headers: Any) -> int:

@@ -34,7 +34,6 @@ from faust.exceptions import NotReady
 from mode import Service
 
 from app.model import events
-
 from app.observe import metrics
 from app.kafka.topic_setup import side_consumer
 from app.kafka.consumer import FETCH_MAX_WAIT_MS

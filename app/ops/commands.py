@@ -24,7 +24,6 @@ import orjson
 from faust.cli import argument, option
 
 from app.ingest import auth
-
 from app.model import events
 from app.kafka import topics
 from app.kafka.topic_setup import TopicError, bootstrap_servers, ensure_topics

@@ -15,7 +15,6 @@ import psycopg2
 from mode import Service
 
 from app.observe import metrics
-
 from app.sink import sql
 from app.sink.coalesce import Patch
 

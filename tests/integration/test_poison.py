@@ -5,7 +5,6 @@ import orjson
 import psycopg2
 
 from app.model import events
-
 from app.sink import sql
 from tests.support.helpers import eventually
 from app.sink.coalesce import apply

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from app.kafka import delivery
-
 from app.observe import metrics
 from app.kafka.ordering import InOrder
 
