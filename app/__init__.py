@@ -5,7 +5,12 @@ built on first access (PEP 562), so importing a pure module such as ``app.model.
 nothing and reads no environment.
 """
 
+import importlib
 from typing import Any
+
+import click
+
+from app.settings import ConfigError
 
 
 #: Modules that register agents, tables, views and commands on the app. Imported explicitly, not
@@ -22,12 +27,22 @@ COMPONENTS = (
 )
 
 
+class ConfigurationError(click.ClickException):
+    """A bad setting, as one line and exit code 2 from ``faust -A app …`` (Faust's command line is
+    click's: it shows a ``ClickException`` raised while it looks the app up, without a traceback)."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"rowstream: configuration error: {self.message}", file=file, err=True)
+
+
 def __getattr__(name: str) -> Any:
     if name == "app":
-        import importlib
-
-        from app.main import app
-
+        try:
+            from app.main import app
+        except ConfigError as exc:
+            raise ConfigurationError(str(exc)) from None
         for module in COMPONENTS:
             importlib.import_module(module)
         return app

@@ -1,15 +1,17 @@
-"""The Faust app, built once from the settings. Agents, tables and views register on it when
-``app.COMPONENTS`` are imported (see ``app/__init__.py``).
+"""The one place the worker is built: the settings, the Faust app, its topics and every service,
+each given what it depends on. Agents, tables, views and commands register on what is built here
+when ``app.COMPONENTS`` are imported (``app/__init__.py``); they build nothing themselves.
 
-Names that become Kafka topic or group names (the app id, every topic and table) are noted where
-they are declared: renaming one is a data migration.
+Importing this module reads the environment and raises ``ConfigError`` for a bad setting; it
+connects to nothing (the services start with the worker). Names that become Kafka topic or group
+names (the app id, every topic and table) are noted where they are declared: renaming one is a
+data migration.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +20,28 @@ import mode.loop
 
 from app import settings as settings_module
 from app.ingest import auth
-from app.model import events
-from app.observe import tracing
 from app.kafka.consumer import RowstreamApp
+from app.kafka.forwarding import Forwarder
 from app.kafka.offsets import GroupOffsets
+from app.kafka.topics import Topics
+from app.model import events
+from app.model.deadletter import for_rejected
 from app.model.partitioning import Layout
+from app.observe import tracing
+from app.observe.lag_monitor import LagMonitor
 from app.sink.shards import Shards
+from app.sink.writer import Item
+from app.sink.writers import Writers
 
-try:
-    settings = settings_module.load()
-except settings_module.ConfigError as exc:
-    # One line for the operator instead of a traceback from deep inside the import.
-    print(f"rowstream: configuration error: {exc}", file=sys.stderr)
-    raise SystemExit(2) from None
+settings = settings_module.load()
 
 # uvloop runs Faust's per-event path ~10 % faster than asyncio's loop (make bench). Chosen here,
 # before the worker makes its loop; `faust -L aio …` (or FAUST_LOOP) picks another.
 if not os.environ.get("FAUST_LOOP"):
     mode.loop.use("uvloop")
+
+# One producer batch holds a whole batch record of the repartition agent.
+PRODUCER_BATCH_BYTES = 256 * 1024
 
 layout = Layout(settings.partitions, settings.slot_map, len(settings.shards))
 
@@ -65,7 +71,7 @@ app = RowstreamApp(
     producer_acks=-1,
     # Faust's defaults (no linger, 16 KB batches) make one produce request per few messages.
     producer_linger=0.005,
-    producer_max_batch_size=256 * 1024,
+    producer_max_batch_size=PRODUCER_BATCH_BYTES,
     producer_max_request_size=events.MAX_RECORD_BYTES,
     # Fairness between the agents' topics. aiokafka hands out fetched records partition by
     # partition in the order they arrived, and Faust takes all of them (no poll limit) before it
@@ -94,6 +100,41 @@ app = RowstreamApp(
     **({"web_host": "127.0.0.1"} if settings.web_bind in ("127.0.0.1", "localhost") else {}),
 )
 
+topics = Topics(app, settings)
+
 # The shard pools live as long as the worker; the sink and the read views share them.
 shards = Shards(settings.shards, settings.pool_size)
-app.service(shards)
+
+#: The repartition agent's batches of updates per internal partition (``agents/repartition.py``).
+forwarder = Forwarder(topics.send_batch, events.batch_record, max_updates=settings.forward_batch,
+                      max_bytes=PRODUCER_BATCH_BYTES, linger=settings.forward_linger)
+
+
+async def dead_letter_rejected(item: Item, error: str) -> None:
+    record, update = item.origin
+    await topics.send_dead_letter(for_rejected(record, update, error, topics.updates_name))
+
+
+#: The sink agent's writers, one per shard (``agents/sink.py``).
+writers = Writers(
+    shards, len(settings.shards),
+    batch_size=settings.batch_size,
+    batch_wait=settings.batch_wait,
+    retry_max=settings.retry_max,
+    partitions_of=layout.partitions_of_shard,
+    pause=lambda partitions: app.consumer.hold(topics.internal_name, partitions),
+    resume=lambda partitions: app.consumer.release(topics.internal_name, partitions),
+    on_rejected=dead_letter_rejected,
+    send_stats=topics.send_stats,
+)
+
+#: Measures and shares the lag of this worker's partitions (``GET /lag/``, ``/readyz``).
+monitor = LagMonitor(app, topics, settings)
+
+for service in (shards, writers, monitor):
+    app.service(service)
+
+
+@app.on_partitions_revoked.connect
+async def forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+    writers.forget({tp.partition for tp in revoked if tp.topic == topics.internal_name})

@@ -15,9 +15,8 @@ import time
 import faust
 import orjson
 
+from app.main import app, layout, settings, topics
 from app.observe.lag import PartitionLag, per_shard_totals
-from app.main import app, layout, settings
-from app.kafka.topics import lag_topic
 from app.ops.render import answer, table
 
 log = logging.getLogger("rowstream.lag")
@@ -27,7 +26,7 @@ _schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="json",
 snapshots = app.Table("worker-lag", default=bytes, partitions=1, schema=_schema)
 
 
-@app.agent(lag_topic)
+@app.agent(topics.lag)
 async def keep_lag_snapshots(stream):
     """Input: one lag snapshot per worker per round (key worker URL). Output: the table."""
     async for event in stream.events():

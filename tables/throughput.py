@@ -23,8 +23,7 @@ from typing import Optional
 import faust
 import orjson
 
-from app.main import app, settings, shards
-from app.kafka.topics import stats_topic
+from app.main import app, settings, shards, topics
 from app.ops.render import answer, table
 
 log = logging.getLogger("rowstream.throughput")
@@ -43,7 +42,7 @@ per_minute = app.Table("shard-throughput-minute", **_options).tumbling(
 TABLES = (totals, per_minute)
 
 
-@app.agent(stats_topic)
+@app.agent(topics.stats)
 async def count_batches(stream):
     """Input: per-shard counts, once a second (key shard). Output: the two tables."""
     async for event in stream.events():

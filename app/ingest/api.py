@@ -23,8 +23,7 @@ from pydantic import ValidationError
 from app.ingest import auth, openapi
 from app.model import events
 from app.observe import metrics, tracing
-from app.main import app, layout, settings, shards
-from app.kafka.topics import updates_topic
+from app.main import app, layout, monitor, settings, shards, topics
 
 log = logging.getLogger("rowstream.web")
 
@@ -92,7 +91,7 @@ async def _produce(updates: list[tuple[str, str, dict]]) -> None:
     Straight to Faust's producer, not through ``Topic.send``: the topic layer's per-message
     bookkeeping is not needed for a send that is awaited right here."""
     received_at = time.time()
-    topic = updates_topic.get_topic_name()
+    topic = topics.updates_name
     by_app: dict[str, list[bytes]] = {}
     for app_id, subscription_id, properties in updates:  # in request order per app
         by_app.setdefault(app_id, []).append(
@@ -206,8 +205,6 @@ async def healthz(web: View, request: Request) -> Response:
 @app.page("/readyz")
 async def readyz(web: View, request: Request) -> Response:
     """Ready when the broker answered the last lag round and every shard answers a ping."""
-    from app.observe.lag_monitor import monitor
-
     last = monitor.last_success
     broker_ok = last is not None and time.time() - last < max(10.0, 3 * settings.lag_interval)
 

@@ -62,7 +62,7 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_left
 from time import monotonic
-from typing import Any, AsyncIterator, Optional, Tuple, cast
+from typing import Any, AsyncIterator, Collection, Optional, Tuple, cast
 
 import aiokafka
 import faust
@@ -177,6 +177,25 @@ class Consumer(faust_aiokafka.Consumer):
     def expected(self, tp: TP) -> Optional[int]:
         """The next offset the guard of ``tp``'s topic lets through (None: not known yet)."""
         return self._guards[tp.topic].expected(tp.partition)
+
+    def hold(self, topic: str, partitions: Collection[int]) -> None:
+        """Pause the partitions of ``topic`` among ``partitions`` that this worker owns."""
+        self.pause_partitions(self._owned(topic, partitions))
+
+    async def release(self, topic: str, partitions: Collection[int]) -> None:
+        """Resume them, each from the next offset its guard lets through: Faust's fetcher skips
+        the records already fetched for a partition paused while it walks a batch
+        (``app.kafka.ordering``), and the guard notices a skip only at the partition's next
+        unit, which an idle partition never has."""
+        owned = self._owned(topic, partitions)
+        for tp in owned:
+            expected = self.expected(tp)
+            if expected is not None:
+                await self.seek_wait({tp: expected})
+        self.resume_partitions(owned)
+
+    def _owned(self, topic: str, partitions: Collection[int]) -> list[TP]:
+        return [tp for tp in self.assignment() if tp.topic == topic and tp.partition in partitions]
 
     # --- units (rule 1) --------------------------------------------------------------------
 

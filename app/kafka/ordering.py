@@ -8,7 +8,9 @@ update of a row first, and the version guard would then refuse the skipped one f
 Faust 0.15.3 does skip records around rebalances (found by the fault tests; Faust issues #216,
 #221 and #236 describe the same family): when a worker keeps or regains a partition, records
 prefetched from a position past the committed offset can reach the agent before Faust seeks back,
-and its fetch loop then drops the records in between as already read. Our topics are never
+and its fetch loop then drops the records in between as already read; and it silently skips the
+records already fetched for a partition that is paused while it walks a batch, its position
+moved past them (found by the shard-outage fault test). Our topics are never
 compacted and carry no transaction markers, so their offsets are contiguous and any jump is such a
 skip. ``InOrder`` notices it; the caller drops the event unacknowledged and reads the partition
 again from the offset that is missing (``app.kafka.delivery``).

@@ -11,9 +11,12 @@ from typing import Any
 
 import faust
 
-from app.observe import metrics
+import orjson
+
 from app.model.deadletter import DeadLetter
-from app.main import app, settings
+from app.model.events import UPDATES_HEADER
+from app.observe import metrics
+from app.settings import Settings
 
 log = logging.getLogger("rowstream.deadletters")
 
@@ -44,46 +47,62 @@ SHARD_STATS = "rowstream-shard-stats"
 LAG = "rowstream-lag"
 
 
-def _raw_topic(name: str, partitions: int):
-    return app.topic(settings.topic(name), schema=RawSchema(), partitions=partitions)
+class Topics:
+    """rowstream's topics on one app, declared once (``app.main``), and the sends every agent shares.
 
+    The update and internal topics reach their agents as units (records of one partition from one
+    fetch), in offset order from the committed offset: ``app.kafka.consumer``.
+    """
 
-#: HTTP ingest writes here; key = app ID; partition = the app's shard block (app.model.partitioning).
-updates_topic = _raw_topic(UPDATES, settings.partitions)
+    def __init__(self, app: Any, settings: Settings) -> None:
+        self.app = app
 
-#: The repartition agent writes batch records here (app.model.events), no key; partition = the rows'
-#: subscription IDs hashed inside the app's shard block.
-by_subscription_topic = _raw_topic(INTERNAL, settings.partitions)
+        def raw(name: str, partitions: int) -> Any:
+            return app.topic(settings.topic(name), schema=RawSchema(), partitions=partitions)
 
-#: Events that cannot be applied: original key and bytes, reason and coordinates in headers.
-#: Partition = the source partition in the update topic, so a redrive keeps per-app order.
-dead_letter_topic = _raw_topic(DEAD_LETTERS, settings.partitions)
+        #: HTTP ingest writes here; key = app ID; partition = the app's shard block
+        #: (``app.model.partitioning``).
+        self.updates = raw(UPDATES, settings.partitions)
+        #: The repartition agent writes batch records here (``app.model.events``), no key;
+        #: partition = the rows' subscription IDs hashed inside the app's shard block.
+        self.internal = raw(INTERNAL, settings.partitions)
+        #: Events that cannot be applied: original key and bytes, reason and coordinates in
+        #: headers (``app.model.deadletter``). Partition = the source partition in the update
+        #: topic, so a redrive keeps per-app order.
+        self.dead_letters = raw(DEAD_LETTERS, settings.partitions)
+        #: The sink's per-shard counts, once a second; feeds ``tables/throughput.py``.
+        self.stats = raw(SHARD_STATS, 1)
+        #: Each worker's lag snapshot, once a round (key = the worker's URL); feeds
+        #: ``tables/lag.py``.
+        self.lag = raw(LAG, 1)
+        self.own = (self.updates, self.internal, self.dead_letters, self.stats, self.lag)
+        self.updates_name = self.updates.get_topic_name()
+        self.internal_name = self.internal.get_topic_name()
+        app.deliver_in_units(self.updates, UPDATES)
+        app.deliver_in_units(self.internal, INTERNAL)
 
-#: One small record per committed batch; feeds the per-shard throughput tables.
-stats_topic = _raw_topic(SHARD_STATS, 1)
+    async def send_batch(self, partition: int, value: bytes, timestamp: float,
+                         updates: int) -> Any:
+        """Queue one batch record on the internal topic; the future answers when the broker has
+        it. The header tells the lag monitor how many updates it holds without decoding it."""
+        return await self.app.producer.send(self.internal_name, None, value, partition, timestamp,
+                                            [(UPDATES_HEADER, b"%d" % updates)])
 
-#: Each worker's lag snapshot, once a round (key = the worker's URL); feeds tables/lag.py.
-lag_topic = _raw_topic(LAG, 1)
+    async def send_dead_letter(self, letter: DeadLetter) -> None:
+        """Queue a dead letter now; Faust flushes the producer before it commits offsets, so the
+        event it replaces is never committed before the letter is durable."""
+        headers = {name: value.decode() for name, value in letter.headers}
+        metrics.DEAD_LETTERS.labels(headers["rowstream-reason"]).inc()
+        log.warning(
+            "dead-lettered %s event from %s[%s]@%s: %s", headers["rowstream-reason"],
+            headers["rowstream-seen-topic"], headers["rowstream-seen-partition"],
+            headers["rowstream-seen-offset"], headers["rowstream-error"][:300],
+        )
+        await self.dead_letters.send(
+            key=letter.key, value=letter.value, partition=letter.partition,
+            headers=letter.headers,
+            force=True,  # now, not at the next commit (Faust's default inside an agent)
+        )
 
-# The agents' input topics reach them as units (records of one partition from one fetch), in
-# offset order from the committed offset: app/kafka/consumer.py.
-app.deliver_in_units(updates_topic, UPDATES)
-app.deliver_in_units(by_subscription_topic, INTERNAL)
-
-OWN_TOPICS = (updates_topic, by_subscription_topic, dead_letter_topic, stats_topic, lag_topic)
-
-
-async def send_dead_letter(letter: DeadLetter) -> None:
-    """Queue a dead letter now; Faust flushes the producer before it commits offsets, so the
-    event it replaces is never committed before the letter is durable."""
-    headers = {name: value.decode() for name, value in letter.headers}
-    metrics.DEAD_LETTERS.labels(headers["rowstream-reason"]).inc()
-    log.warning(
-        "dead-lettered %s event from %s[%s]@%s: %s", headers["rowstream-reason"],
-        headers["rowstream-seen-topic"], headers["rowstream-seen-partition"],
-        headers["rowstream-seen-offset"], headers["rowstream-error"][:300],
-    )
-    await dead_letter_topic.send(
-        key=letter.key, value=letter.value, partition=letter.partition, headers=letter.headers,
-        force=True,  # now, not at the next commit (Faust's default inside an agent)
-    )
+    async def send_stats(self, shard: int, counts: dict[str, int]) -> None:
+        await self.stats.send(key=str(shard).encode(), value=orjson.dumps(counts))

@@ -18,9 +18,11 @@ record that is not a batch record), the origin headers repeat where it was seen.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Protocol
 
 import orjson
+
+from app.model.events import BadEntry, Versioned, encode_update
 
 MAX_ERROR_CHARS = 2000
 
@@ -72,3 +74,40 @@ def app_key(update: bytes) -> Optional[bytes]:
         return str(orjson.loads(update)["app_id"]).encode()
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
+
+
+class Seen(Protocol):
+    """Where an agent read a record: an aiokafka ``ConsumerRecord`` is one."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: Optional[bytes]
+
+
+def for_bad_entry(record: Seen, bad: BadEntry, source_topic: str) -> DeadLetter:
+    """The letter for a part of a record an agent cannot apply: the whole record (``bad.index``
+    None, with the record's key) or one update of a record holding many (keyed by its app ID).
+    Its origin is the update's place in the update topic when the record says it (a batch
+    record's entries do), else where it was read."""
+    seen = Coordinates(record.topic, record.partition, record.offset)
+    origin = seen
+    if bad.version is not None and bad.source_partition is not None:
+        origin = Coordinates(source_topic, bad.source_partition, bad.version)
+    key = record.key if bad.index is None else app_key(bad.raw)
+    return dead_letter(key, bad.raw, bad.error.reason, str(bad.error), origin, seen, bad.index)
+
+
+def for_rejected(record: Seen, update: Versioned, error: str, source_topic: str) -> DeadLetter:
+    """The letter for an update of a batch record that Postgres refused: the update alone, as on
+    the update topic, with its origin there recovered from its version."""
+    return dead_letter(
+        key=update.app_id.encode(),
+        value=encode_update(update.app_id, update.subscription_id, update.properties,
+                            update.received_at),
+        reason="rejected",
+        error=error,
+        origin=Coordinates(source_topic, update.source_partition, update.version),
+        seen=Coordinates(record.topic, record.partition, record.offset),
+        index=update.index,
+    )

@@ -13,8 +13,9 @@ Wire formats (JSON, UTF-8; renaming a field is a data migration):
     {"format": "rowstream-updates/1", "updates": [{an update as above}, ...]}
 
   Every update of a record has the record's offset as its version; the repartition folds the
-  updates of one row inside one record into one (patches compose exactly), so versions still
-  increase strictly per row.
+  updates of one row inside one record into one (patches compose exactly: "last writer per key
+  wins", nulls delete), so a version names one update of a row and versions increase strictly
+  per row. A bad update inside an update batch is dead-lettered alone, with its index.
 
 * internal topic ``rowstream-by-subscription``, no key, partition = the rows' target partition:
   a **batch record** holding many updates, each with its version and origin::
@@ -28,8 +29,10 @@ Wire formats (JSON, UTF-8; renaming a field is a data migration):
   monitor counts waiting updates from it). ``v`` is the update's offset in the update topic
   (the row's version); ``u.received_at`` may be
   null, and then ``t`` stands for it. The entries of one batch record are in source order per
-  row. ``format`` names this layout: a reader refuses a record of another format (dead letter,
-  reason ``invalid``) instead of guessing.
+  row. An entry's update may hold up to 1,000 × 256 properties (a fold of a whole update batch
+  of one row). ``format`` names this layout: a reader refuses a record of another format (dead
+  letter, reason ``invalid``) instead of guessing, so a new layout gets a new name and readers
+  learn it before writers use it.
 
 The agents read raw bytes and decode here, not through Faust Records, so that a message that
 does not decode is dead-lettered with its reason instead of being dropped by the framework.
@@ -38,7 +41,7 @@ does not decode is dead-lettered with its reason instead of being dropped by the
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, NamedTuple, Optional, Union
+from typing import Annotated, Any, Callable, Literal, NamedTuple, Optional, Union
 
 from typing_extensions import NotRequired, TypedDict
 from uuid import UUID
@@ -385,6 +388,25 @@ def decode_source(raw: bytes) -> tuple[list[SourceUpdate], list[BadEntry]]:
         good.append(SourceUpdate(index, u["app_id"], u["subscription_id"], u["properties"],
                                  encoded))
     return good, bad
+
+
+def decode_source_at(raw: bytes, partition: int,
+                     home: Callable[[str], int]) -> tuple[list[SourceUpdate], list[BadEntry]]:
+    """``decode_source`` of a record read on ``partition``: an update of an app whose partition
+    (``home``, the layout's ``source_partition``) is another is bad too, as ``misrouted``."""
+    updates, bad = decode_source(raw)
+    routed = []
+    for update in updates:
+        expected = home(update.app_id)
+        if partition == expected:
+            routed.append(update)
+            continue
+        bad.append(BadEntry(update.index, update.raw, InvalidEvent("misrouted", [{
+            "where": "partition",
+            "problem": f"app {update.app_id} belongs on partition {expected}, not {partition} "
+                       f"(produce through the API or its partitioner)",
+        }]), None, None))
+    return routed, bad
 
 
 def fold_rows(updates: list[SourceUpdate]) -> list[SourceUpdate]:

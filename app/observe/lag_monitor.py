@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -33,27 +33,24 @@ from aiokafka.errors import ConsumerStoppedError, KafkaConnectionError, KafkaErr
 from faust.exceptions import NotReady
 from mode import Service
 
+from app.kafka.consumer import FETCH_MAX_WAIT_MS
+from app.kafka.topic_setup import side_consumer
+from app.kafka.topics import Topics
 from app.model import events
 from app.observe import metrics
-from app.kafka.topic_setup import side_consumer
-from app.kafka.consumer import FETCH_MAX_WAIT_MS
 from app.observe.lag import PartitionLag, UpdateCounts
-from app.main import app, settings
-from app.kafka.topics import by_subscription_topic, lag_topic, updates_topic
+from app.settings import Settings
 
 log = logging.getLogger("rowstream.lag")
-
-
-def worker_url() -> str:
-    return str(app.conf.canonical_url)
 
 
 class LagMonitor(Service):
     """Measures, exports and shares the lag of the partitions this worker owns."""
 
-    def __init__(self, interval: float, **kwargs: object) -> None:
+    def __init__(self, app: Any, topics: Topics, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.interval = interval
+        self.app, self.topics, self.settings = app, topics, settings
+        self.interval = settings.lag_interval
         self.latest: dict[TopicPartition, PartitionLag] = {}
         self.last_success: Optional[float] = None
         self.failing = False  # the last round failed (logged once until one succeeds)
@@ -64,6 +61,7 @@ class LagMonitor(Service):
         self._counts: dict[TopicPartition, UpdateCounts] = {}  # updates the records hold
 
     def _new_side_consumer(self) -> AIOKafkaConsumer:
+        settings = self.settings
         return side_consumer(
             settings.broker, f"{settings.group_id}-lag-monitor",
             settings.group_id,  # to read the group's committed offsets
@@ -119,9 +117,9 @@ class LagMonitor(Service):
             self._round = None
 
     def owned(self) -> list[TopicPartition]:
-        watched = {updates_topic.get_topic_name(), by_subscription_topic.get_topic_name()}
+        watched = {self.topics.updates_name, self.topics.internal_name}
         try:
-            assignment = app.consumer.assignment()
+            assignment = self.app.consumer.assignment()
         except Exception:  # the consumer is not started yet
             return []
         return sorted(
@@ -184,7 +182,7 @@ class LagMonitor(Service):
         finally:
             side.pause(*owned)
         now = time.time()
-        owner = worker_url()
+        owner = self.worker_url()
         self.latest = {}
         for tp in owned:
             end, counts = side.highwater(tp), self._counts[tp]
@@ -192,7 +190,7 @@ class LagMonitor(Service):
                                            counts.oldest(starts[tp]), owner, now,
                                            counts.waiting(starts[tp], end or 0))
         for tp, lag in self.latest.items():
-            labels = (settings.unprefixed(tp.topic), str(tp.partition))
+            labels = (self.settings.unprefixed(tp.topic), str(tp.partition))
             metrics.MESSAGE_LAG.labels(*labels).set(lag.message_lag)
             metrics.WAITING_UPDATES.labels(*labels).set(lag.waiting_updates)
             metrics.TIME_LAG.labels(*labels).set(lag.time_lag(now))
@@ -205,11 +203,11 @@ class LagMonitor(Service):
         per assignment, see app.kafka.offsets). Committed offsets only grow, so the newer of two true
         values is current."""
         own_commits = {(tp.topic, tp.partition): offset
-                       for tp, offset in app.monitor.tp_committed_offsets.items()}
+                       for tp, offset in self.app.monitor.tp_committed_offsets.items()}
         result: dict[TopicPartition, Optional[int]] = {}
         unknown = [tp for tp in owned if tp not in self._broker_committed]
         if unknown:
-            self._broker_committed.update(await app.group_offsets.committed(unknown))
+            self._broker_committed.update(await self.app.group_offsets.committed(unknown))
         for tp in owned:
             known = [o for o in (own_commits.get((tp.topic, tp.partition)),
                                  self._broker_committed[tp]) if o is not None]
@@ -218,7 +216,7 @@ class LagMonitor(Service):
 
     def _drop_gauges(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
-            labels = (settings.unprefixed(tp.topic), str(tp.partition))
+            labels = (self.settings.unprefixed(tp.topic), str(tp.partition))
             for gauge in (metrics.MESSAGE_LAG, metrics.WAITING_UPDATES, metrics.TIME_LAG):
                 try:
                     gauge.remove(*labels)
@@ -227,11 +225,11 @@ class LagMonitor(Service):
 
     async def _share(self) -> None:
         snapshot = [lag._asdict() for lag in self.latest.values()]
-        await lag_topic.send(
-            key=worker_url().encode(),
-            value=orjson.dumps({"owner": worker_url(), "at": time.time(), "partitions": snapshot}),
+        owner = self.worker_url()
+        await self.topics.lag.send(
+            key=owner.encode(),
+            value=orjson.dumps({"owner": owner, "at": time.time(), "partitions": snapshot}),
         )
 
-
-monitor = LagMonitor(settings.lag_interval)
-app.service(monitor)
+    def worker_url(self) -> str:
+        return str(self.app.conf.canonical_url)

@@ -68,6 +68,14 @@ def ingest(updates: int) -> Iterator[Optional[list[tuple[str, bytes]]]]:
         yield [(HEADER, carrier[HEADER].encode())] if HEADER in carrier else None
 
 
+def header_of(headers: Any) -> Optional[bytes]:
+    """The trace context among a record's headers, if it carries one."""
+    for name, value in headers or ():
+        if name == HEADER:
+            return value
+    return None
+
+
 def batch_written(shard: int, seconds: float, coalesced: int,
                   events: Sequence[tuple[Any, float]]) -> None:
     """Record one span for a batch write that took ``seconds`` and just ended. ``events`` are

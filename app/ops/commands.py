@@ -19,25 +19,26 @@ import time
 from typing import Any, AsyncIterator, Optional
 
 import aiohttp
+from aiokafka import AIOKafkaProducer
 import click
 import orjson
 from faust.cli import argument, option
 
 from app.ingest import auth
 from app.model import events
-from app.kafka import topics
+from app.kafka.topics import DEAD_LETTERS, INTERNAL, UPDATES
 from app.kafka.topic_setup import TopicError, bootstrap_servers, ensure_topics
 from app.ops.inspection import Filter, Seen, parse_time, top_talkers, unbatch
-from app.main import app, layout, settings
+from app.main import app, layout, settings, topics
 from app.ops.reader import ReadError, read
 from app.ops.render import table
 
-TOPICS = {"updates": topics.UPDATES, "internal": topics.INTERNAL, "dead-letters": topics.DEAD_LETTERS}
+TOPICS = {"updates": UPDATES, "internal": INTERNAL, "dead-letters": DEAD_LETTERS}
 
 
 def wanted_topics() -> dict[str, int]:
     """Every topic the app reads or writes (changelogs included) → its partition count."""
-    wanted = {topic.get_topic_name(): topic.partitions for topic in topics.OWN_TOPICS}
+    wanted = {topic.get_topic_name(): topic.partitions for topic in topics.own}
     for table_ in app.tables.values():
         wanted[table_.changelog_topic.get_topic_name()] = table_.partitions or settings.partitions
     return wanted
@@ -214,7 +215,6 @@ async def dlq(self: Any, action: str, reason: Optional[str], app_id: Optional[st
         auth.require_admin(f"Bearer {api_key}", settings.scoped_keys)
     except auth.Refused as exc:
         raise self.UsageError(f"--api-key: {exc.error}") from None
-    from aiokafka import AIOKafkaProducer
 
     start, _ = _window(self, since, None)
     wanted = Filter(app_id=app_id, reason=reason, since=start)

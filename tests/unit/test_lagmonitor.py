@@ -2,8 +2,11 @@
 consumer stops (stopping it under the round raised ConsumerStoppedError and crashed the worker)."""
 
 import asyncio
+from types import SimpleNamespace
 
 from aiokafka.errors import ConsumerStoppedError
+
+from app.observe.lag_monitor import LagMonitor
 
 
 class SideConsumer:
@@ -28,12 +31,14 @@ class SideConsumer:
         self._stopped.set()
 
 
-async def test_a_stop_in_the_middle_of_a_lag_round_ends_the_round_first(monkeypatch):
-    monkeypatch.setenv("FAUST_LOOP", "aio")  # keep the test's event loop (app.main picks uvloop)
-    from app.observe import lag_monitor as lagmonitor
+def monitor_alone() -> LagMonitor:
+    """A monitor whose round the test replaces: it needs no app, topics or broker."""
+    return LagMonitor(app=None, topics=None, settings=SimpleNamespace(lag_interval=0.1))
 
+
+async def test_a_stop_in_the_middle_of_a_lag_round_ends_the_round_first():
     events: list[str] = []
-    monitor = lagmonitor.LagMonitor(interval=0.1)
+    monitor = monitor_alone()
     side = monitor._side = SideConsumer(events)
 
     async def refresh():
@@ -49,11 +54,8 @@ async def test_a_stop_in_the_middle_of_a_lag_round_ends_the_round_first(monkeypa
     assert monitor._round is None
 
 
-async def test_a_stopped_offsets_client_under_a_round_is_no_crash_either(monkeypatch):
-    monkeypatch.setenv("FAUST_LOOP", "aio")
-    from app.observe import lag_monitor as lagmonitor
-
-    monitor = lagmonitor.LagMonitor(interval=0.1)
+async def test_a_stopped_offsets_client_under_a_round_is_no_crash_either():
+    monitor = monitor_alone()
 
     async def refresh():
         monitor._stopped.set()  # the worker is stopping; its offsets client stopped first

@@ -3,6 +3,7 @@
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 CODE = """
 import asyncio
@@ -25,3 +26,15 @@ def test_the_worker_logs_at_the_setting_not_at_the_command_line_level():
     assert worker_level({}) == ("True", str(logging.INFO))  # the setting's default
     assert worker_level({"ROWSTREAM_LOG_LEVEL": "debug"}) == ("True", str(logging.DEBUG))
     assert worker_level({"ROWSTREAM_LOG_LEVEL": "error"}) == ("True", str(logging.ERROR))
+
+
+def test_a_bad_setting_stops_every_command_with_one_line_and_exit_code_2():
+    for command in (["worker"], ["create-topics"], ["inspect", "--help"]):
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "faust"), "-A", "app", *command],
+            capture_output=True, text=True, timeout=60,
+            env={"PATH": "/usr/bin:/bin", "ROWSTREAM_PARTITIONS": "zero"})
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.splitlines() == [
+            "rowstream: configuration error: ROWSTREAM_PARTITIONS: Input should be a valid "
+            "integer, unable to parse string as an integer"], (command, done.stderr)
