@@ -6,13 +6,19 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test unit integration faults bench install test-deps clean
+.PHONY: run test check unit integration faults bench install test-deps clean
 
 run: $(STAMP)
 	$(PY) -m deploy.stack
 
-test: $(STAMP) test-deps
+test: $(STAMP) test-deps check
 	$(PY) -m pytest -m "not long"
+
+# Lint, format and types (configured in pyproject.toml); `ruff format .` fixes the format.
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit

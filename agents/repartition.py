@@ -40,7 +40,7 @@ async def repartition(stream):
 
         def failed(why: str, unit: Any = unit) -> None:
             metrics.FORWARD_FAILURES.inc()
-            app.consumer.read_again(unit, f"could not be forwarded ({why})")
+            app.unit_consumer.read_again(unit, f"could not be forwarded ({why})")
 
         waiter = Countdown(event.ack, failed)
         for record, updates in records:
@@ -48,10 +48,15 @@ async def repartition(stream):
                 updates = events.fold_rows(updates)  # one update per row: one version each
             timestamp, trace = record.timestamp / 1000.0, tracing.header_of(record.headers)
             for update in updates:
-                entry = events.batch_entry(record.offset, record.partition, timestamp, update.raw,
-                                           trace)
-                forwarder.add(layout.target_partition(update.app_id, update.subscription_id),
-                              entry, timestamp, waiter)
+                entry = events.batch_entry(
+                    record.offset, record.partition, timestamp, update.raw, trace
+                )
+                forwarder.add(
+                    layout.target_partition(update.app_id, update.subscription_id),
+                    entry,
+                    timestamp,
+                    waiter,
+                )
         waiter.close()
         await forwarder.flush_due()
 

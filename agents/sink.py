@@ -39,10 +39,15 @@ async def sink(stream):
         by_shard: dict[int, list[Item]] = {}
         for record, updates in records:
             for versioned in updates:
-                patch = Patch(versioned.app_id, versioned.subscription_id, versioned.version,
-                              versioned.properties)
+                patch = Patch(
+                    versioned.app_id,
+                    versioned.subscription_id,
+                    versioned.version,
+                    versioned.properties,
+                )
                 by_shard.setdefault(layout.shard_of_app(versioned.app_id), []).append(
-                    Item(patch, record.partition, waiter.succeeded, (record, versioned)))
+                    Item(patch, record.partition, waiter.succeeded, (record, versioned))
+                )
         for shard, items in by_shard.items():
             waiter.expect(len(items))
             writers.by_shard[shard].extend(items)

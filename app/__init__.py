@@ -1,8 +1,8 @@
 """rowstream: HTTP updates → Kafka → ordered, batched, idempotent writes to sharded Postgres.
 
 ``faust -A app worker`` imports this package and takes its ``app`` attribute. The Faust app is
-built on first access (PEP 562), so importing a pure module such as ``app.model.partitioning`` builds
-nothing and reads no environment.
+built on first access (PEP 562), so importing a pure module such as ``app.model.partitioning``
+builds nothing and reads no environment.
 """
 
 import importlib
@@ -11,7 +11,6 @@ from typing import Any
 import click
 
 from app.settings import ConfigError
-
 
 #: Modules that register agents, tables, views and commands on the app. Imported explicitly, not
 #: by Faust's autodiscovery, which logs and skips a module that fails to import: a worker
@@ -28,8 +27,9 @@ COMPONENTS = (
 
 
 class ConfigurationError(click.ClickException):
-    """A bad setting, as one line and exit code 2 from ``faust -A app …`` (Faust's command line is
-    click's: it shows a ``ClickException`` raised while it looks the app up, without a traceback)."""
+    """A bad setting, as one line and exit code 2 from ``faust -A app …`` (Faust's command line
+    is click's: it shows a ``ClickException`` raised while it looks the app up, without a
+    traceback)."""
 
     exit_code = 2
 

@@ -51,8 +51,9 @@ class Worker(faust.Worker):
     Procfile, a container): the setting wins over ``faust worker -l``."""
 
     def __init__(self, app: Any, *services: Any, loglevel: Any = None, **kwargs: Any) -> None:
-        super().__init__(app, *services, loglevel=logging.getLevelName(settings.log_level.upper()),
-                         **kwargs)
+        super().__init__(
+            app, *services, loglevel=logging.getLevelName(settings.log_level.upper()), **kwargs
+        )
 
 
 if settings.otlp_endpoint:
@@ -106,8 +107,13 @@ topics = Topics(app, settings)
 shards = Shards(settings.shards, settings.pool_size)
 
 #: The repartition agent's batches of updates per internal partition (``agents/repartition.py``).
-forwarder = Forwarder(topics.send_batch, events.batch_record, max_updates=settings.forward_batch,
-                      max_bytes=PRODUCER_BATCH_BYTES, linger=settings.forward_linger)
+forwarder = Forwarder(
+    topics.send_batch,
+    events.batch_record,
+    max_updates=settings.forward_batch,
+    max_bytes=PRODUCER_BATCH_BYTES,
+    linger=settings.forward_linger,
+)
 
 
 async def dead_letter_rejected(item: Item, error: str) -> None:
@@ -117,13 +123,14 @@ async def dead_letter_rejected(item: Item, error: str) -> None:
 
 #: The sink agent's writers, one per shard (``agents/sink.py``).
 writers = Writers(
-    shards, len(settings.shards),
+    shards,
+    len(settings.shards),
     batch_size=settings.batch_size,
     batch_wait=settings.batch_wait,
     retry_max=settings.retry_max,
     partitions_of=layout.partitions_of_shard,
-    pause=lambda partitions: app.consumer.hold(topics.internal_name, partitions),
-    resume=lambda partitions: app.consumer.release(topics.internal_name, partitions),
+    pause=lambda partitions: app.unit_consumer.hold(topics.internal_name, partitions),
+    resume=lambda partitions: app.unit_consumer.release(topics.internal_name, partitions),
     on_rejected=dead_letter_rejected,
     send_stats=topics.send_stats,
 )
@@ -132,9 +139,9 @@ writers = Writers(
 monitor = LagMonitor(app, topics, settings)
 
 for service in (shards, writers, monitor):
-    app.service(service)
+    app.add_service(service)
 
 
-@app.on_partitions_revoked.connect
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal type is narrow
 async def forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
     writers.forget({tp.partition for tp in revoked if tp.topic == topics.internal_name})

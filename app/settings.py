@@ -10,11 +10,19 @@ The defaults run against the embedded stack (``make run``); point ``ROWSTREAM_BR
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import cached_property
-from typing import Mapping
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PREFIX = "ROWSTREAM_"
 SLOTS = 256  # the shard map has one slot per possible first byte of an app ID
@@ -49,18 +57,24 @@ def parse_shard_map(text: str, shards: int) -> tuple[int, ...]:
             last = int(last_text or first_text, 16)
             shard = int(shard_text)
         except ValueError:
-            raise ValueError(f"shard map item {item!r}: slots are hex 00-ff, shard a number") from None
+            raise ValueError(
+                f"shard map item {item!r}: slots are hex 00-ff, shard a number"
+            ) from None
         if not (0 <= first <= last < SLOTS):
             raise ValueError(f"shard map item {item!r}: slots must be 00..ff, low to high")
         if not 0 <= shard < shards:
-            raise ValueError(f"shard map item {item!r}: shard {shard} is not one of 0..{shards - 1}")
+            raise ValueError(
+                f"shard map item {item!r}: shard {shard} is not one of 0..{shards - 1}"
+            )
         for slot in range(first, last + 1):
             if slots[slot] is not None:
                 raise ValueError(f"shard map names slot {slot:02x} twice")
             slots[slot] = shard
     missing = [f"{slot:02x}" for slot, shard in enumerate(slots) if shard is None]
     if missing:
-        raise ValueError(f"ROWSTREAM_SHARD_MAP does not cover {len(missing)} of 256 slots (first: {missing[0]})")
+        raise ValueError(
+            f"ROWSTREAM_SHARD_MAP does not cover {len(missing)} of 256 slots (first: {missing[0]})"
+        )
     return tuple(shard for shard in slots if shard is not None)
 
 
@@ -79,12 +93,16 @@ class Settings(BaseModel):
         description="ROWSTREAM_BROKER: Kafka bootstrap URL(s), e.g. kafka://k1:9092;k2:9092",
     )
     shards: tuple[str, ...] = Field(
-        ("postgresql://postgres@127.0.0.1:5432/rowstream_shard0",
-         "postgresql://postgres@127.0.0.1:5432/rowstream_shard1"),
+        (
+            "postgresql://postgres@127.0.0.1:5432/rowstream_shard0",
+            "postgresql://postgres@127.0.0.1:5432/rowstream_shard1",
+        ),
         description="ROWSTREAM_SHARDS: comma-separated Postgres DSNs, shard 0 first",
     )
     partitions: int = Field(
-        24, ge=1, le=100_000,
+        24,
+        ge=1,
+        le=100_000,
         description="ROWSTREAM_PARTITIONS: partitions of both topics (production: 720)",
     )
     shard_map: str = Field(
@@ -94,65 +112,96 @@ class Settings(BaseModel):
     api_keys: tuple[SecretStr, ...] = Field(
         (),
         description="ROWSTREAM_API_KEYS: comma-separated bearer keys; KEY:APP|APP limits a key "
-                    "to those app IDs",
+        "to those app IDs",
     )
     group_id: str = Field(
         "rowstream",
         min_length=1,
-        description="ROWSTREAM_GROUP_ID: Faust app id = Kafka consumer group (renaming is a migration)",
+        description="ROWSTREAM_GROUP_ID: Faust app id = Kafka consumer group (a rename migrates)",
     )
     replication: int = Field(
-        1, ge=1, le=10,
+        1,
+        ge=1,
+        le=10,
         description="ROWSTREAM_REPLICATION: replication factor of the topics it creates (prod: 3)",
     )
     topic_prefix: str = Field(
-        "", description="ROWSTREAM_TOPIC_PREFIX: prefix for every topic name (tests, tenancy)",
+        "",
+        description="ROWSTREAM_TOPIC_PREFIX: prefix for every topic name (tests, tenancy)",
     )
     batch_size: int = Field(
-        3000, ge=1, le=100_000, description="ROWSTREAM_BATCH_SIZE: most updates in one shard write",
+        3000,
+        ge=1,
+        le=100_000,
+        description="ROWSTREAM_BATCH_SIZE: most updates in one shard write",
     )
     batch_wait: float = Field(
-        0.05, gt=0, le=60, description="ROWSTREAM_BATCH_WAIT: seconds a batch waits to fill up",
+        0.05,
+        gt=0,
+        le=60,
+        description="ROWSTREAM_BATCH_WAIT: seconds a batch waits to fill up",
     )
     forward_batch: int = Field(
-        1000, ge=1, le=100_000,
-        description="ROWSTREAM_FORWARD_BATCH: most updates in one batch record of the internal topic",
+        1000,
+        ge=1,
+        le=100_000,
+        description="ROWSTREAM_FORWARD_BATCH: most updates in one batch record (internal topic)",
     )
     forward_linger: float = Field(
-        0.01, gt=0, le=5,
+        0.01,
+        gt=0,
+        le=5,
         description="ROWSTREAM_FORWARD_LINGER: seconds a batch record waits to fill up",
     )
     pool_size: int = Field(
-        4, ge=1, le=100, description="ROWSTREAM_POOL_SIZE: Postgres connections per shard",
+        4,
+        ge=1,
+        le=100,
+        description="ROWSTREAM_POOL_SIZE: Postgres connections per shard",
     )
     retry_max: float = Field(
-        5.0, gt=0, le=600, description="ROWSTREAM_RETRY_MAX: longest backoff between shard retries (s)",
+        5.0,
+        gt=0,
+        le=600,
+        description="ROWSTREAM_RETRY_MAX: longest backoff between shard retries (s)",
     )
     web_port: int = Field(6066, ge=1, le=65535, description="ROWSTREAM_WEB_PORT: HTTP port")
     web_bind: str = Field(
-        "127.0.0.1", description="ROWSTREAM_WEB_BIND: HTTP bind address (0.0.0.0 to serve others)",
+        "127.0.0.1",
+        description="ROWSTREAM_WEB_BIND: HTTP bind address (0.0.0.0 to serve others)",
     )
     log_level: str = Field("info", description="ROWSTREAM_LOG_LEVEL: debug, info, warning, error")
     produce_timeout: float = Field(
-        10.0, gt=0, le=300,
+        10.0,
+        gt=0,
+        le=300,
         description="ROWSTREAM_PRODUCE_TIMEOUT: seconds ingest waits for the broker ack before 503",
     )
     body_timeout: float = Field(
-        10.0, gt=0, le=300,
-        description="ROWSTREAM_BODY_TIMEOUT: seconds a client has to send a request body (then 408)",
+        10.0,
+        gt=0,
+        le=300,
+        description="ROWSTREAM_BODY_TIMEOUT: seconds a client has to send its body (then 408)",
     )
     session_timeout: float = Field(
-        10.0, gt=0, le=300,
-        description="ROWSTREAM_SESSION_TIMEOUT: consumer session timeout (s); short for the dev broker",
+        10.0,
+        gt=0,
+        le=300,
+        description="ROWSTREAM_SESSION_TIMEOUT: consumer session timeout (s), short for dev",
     )
     lag_interval: float = Field(
-        1.0, gt=0, le=300, description="ROWSTREAM_LAG_INTERVAL: seconds between lag measurements",
+        1.0,
+        gt=0,
+        le=300,
+        description="ROWSTREAM_LAG_INTERVAL: seconds between lag measurements",
     )
     otlp_endpoint: str = Field(
-        "", description="ROWSTREAM_OTLP_ENDPOINT: OTLP/HTTP traces URL; empty: tracing off",
+        "",
+        description="ROWSTREAM_OTLP_ENDPOINT: OTLP/HTTP traces URL; empty: tracing off",
     )
     data_dir: str = Field(
-        "", description="ROWSTREAM_DATA_DIR: worker state folder (default: .local/worker-<port>)",
+        "",
+        description="ROWSTREAM_DATA_DIR: worker state folder (default: .local/worker-<port>)",
     )
 
     @field_validator("shards", "api_keys", mode="before")
@@ -194,7 +243,7 @@ class Settings(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _layout(self) -> "Settings":
+    def _layout(self) -> Settings:
         if self.partitions % len(self.shards):
             raise ValueError(
                 f"ROWSTREAM_PARTITIONS ({self.partitions}) must be divisible by the number of "
@@ -221,7 +270,9 @@ class Settings(BaseModel):
         found = []
         for secret in self.api_keys:
             key, sep, apps = secret.get_secret_value().partition(":")
-            found.append((key, frozenset(a.strip().lower() for a in apps.split("|")) if sep else None))
+            found.append(
+                (key, frozenset(a.strip().lower() for a in apps.split("|")) if sep else None)
+            )
         return tuple(found)
 
     def topic(self, name: str) -> str:

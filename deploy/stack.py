@@ -18,11 +18,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 from app import settings as settings_module
 from deploy.local import (
-    Broker, Postgres, StackError, free_port, port_open, stop_child, stop_stale, wait_until,
+    Broker,
+    Postgres,
+    StackError,
+    free_port,
+    port_open,
+    stop_child,
+    stop_stale,
+    wait_until,
 )
 
 log = logging.getLogger("rowstream.stack")
@@ -31,7 +37,13 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".local"
 DEFAULT_BROKER_PORT = 9092
 DEFAULT_PG_PORT = 54320
-FAUST_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "error": "error", "critical": "crit"}
+FAUST_LEVELS = {
+    "debug": "debug",
+    "info": "info",
+    "warning": "warn",
+    "error": "error",
+    "critical": "crit",
+}
 
 
 def faust(*args: str) -> list[str]:
@@ -41,27 +53,40 @@ def faust(*args: str) -> list[str]:
 class Worker:
     """``faust -A app worker`` as a child process with the given environment."""
 
-    def __init__(self, env: dict[str, str], web_port: int, log_path: Path, loglevel: str = "info",
-                 pid_file: Optional[Path] = None):
+    def __init__(
+        self,
+        env: dict[str, str],
+        web_port: int,
+        log_path: Path,
+        loglevel: str = "info",
+        pid_file: Path | None = None,
+    ):
         self.env = env
         self.web_port = web_port
         self.log_path = log_path
         self.loglevel = loglevel
         self.pid_file = pid_file
-        self.process: Optional[subprocess.Popen] = None
+        self.process: subprocess.Popen | None = None
 
     def start(self, wait: float = 90.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
-                faust("-l", FAUST_LEVELS[self.loglevel], "worker"), env=self.env, cwd=ROOT,
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                faust("-l", FAUST_LEVELS[self.loglevel], "worker"),
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         if self.pid_file:
             self.pid_file.write_text(str(self.process.pid))
-        wait_until(lambda: port_open(self.web_port) or self.process.poll() is not None, wait,
-                   f"the worker's web view on port {self.web_port}")
+        wait_until(
+            lambda: port_open(self.web_port) or self.process.poll() is not None,
+            wait,
+            f"the worker's web view on port {self.web_port}",
+        )
         if self.process.poll() is not None:
             raise StackError(f"the worker exited at start; see {self.log_path}")
 
@@ -79,8 +104,9 @@ class Worker:
 
 
 def create_topics(env: dict[str, str]) -> None:
-    done = subprocess.run(faust("create-topics"), env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        faust("create-topics"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     if done.returncode:
         raise StackError(f"creating topics failed: {(done.stderr or done.stdout).strip()[-2000:]}")
     log.info("%s", done.stdout.strip())
@@ -89,7 +115,9 @@ def create_topics(env: dict[str, str]) -> None:
 def _cmdline(pid: int) -> str:
     """The command line of a live process; empty for a dead one (or a zombie)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
     except OSError:
         return ""
 
@@ -132,7 +160,9 @@ def run(args: argparse.Namespace) -> int:
             postgres = Postgres(STATE / "postgres", 0)
             postgres.stop()  # a server left running by a crashed run
             postgres.port = free_port(DEFAULT_PG_PORT)
-            log.info("starting Postgres on 127.0.0.1:%d (data in %s)", postgres.port, postgres.data_dir)
+            log.info(
+                "starting Postgres on 127.0.0.1:%d (data in %s)", postgres.port, postgres.data_dir
+            )
             postgres.start()
             started.append(postgres)
             names = [f"rowstream_shard{n}" for n in range(args.shards)]
@@ -149,8 +179,13 @@ def run(args: argparse.Namespace) -> int:
             )
         log.info("creating topics")
         create_topics(env)
-        worker = Worker(env, settings.web_port, STATE / f"worker-{settings.web_port}.log",
-                        settings.log_level, worker_pid)
+        worker = Worker(
+            env,
+            settings.web_port,
+            STATE / f"worker-{settings.web_port}.log",
+            settings.log_level,
+            worker_pid,
+        )
         log.info("starting the worker (log: %s)", worker.log_path)
         worker.start()
         started.append(worker)
@@ -175,12 +210,13 @@ def run(args: argparse.Namespace) -> int:
 def _banner(port: int, env: dict[str, str]) -> None:
     key = env["ROWSTREAM_API_KEYS"].split(",")[0]
     base = f"http://127.0.0.1:{port}"
-    print(f"""
+    print(
+        f"""
 rowstream is running.
   API and web view   {base}/          (Faust's own views: {base}/router/ …)
   per-shard stats    {base}/shards/
-  broker             {env['ROWSTREAM_BROKER']}
-  shards             {env['ROWSTREAM_SHARDS']}
+  broker             {env["ROWSTREAM_BROKER"]}
+  shards             {env["ROWSTREAM_SHARDS"]}
   API key            {key}
 
 Try:
@@ -192,17 +228,23 @@ Try:
   curl -H 'Authorization: Bearer {key}' '{base}/lag/?format=text'     (web views need the key too)
 
 Ctrl-C stops everything.
-""", flush=True)
+""",
+        flush=True,
+    )
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="make run",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
         epilog="Settings come from ROWSTREAM_* environment variables; see README.md.",
     )
-    parser.add_argument("--shards", type=int, default=2,
-                        help="shard databases to create when ROWSTREAM_SHARDS is not set (default 2)")
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=2,
+        help="shard databases to create when ROWSTREAM_SHARDS is not set (default 2)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="rowstream: %(message)s")
     try:

@@ -21,8 +21,9 @@ from app.ops.render import answer, table
 
 log = logging.getLogger("rowstream.lag")
 
-_schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="json",
-                       value_serializer="raw")
+_schema: faust.Schema = faust.Schema(
+    key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
+)
 snapshots = app.Table("worker-lag", default=bytes, partitions=1, schema=_schema)
 
 
@@ -60,10 +61,23 @@ async def lag_view(web, request):
     now = time.time()
     lags = cluster_lag()
     partitions = [{**lag.as_json(now), "topic": settings.unprefixed(lag.topic)} for lag in lags]
-    shards = [{**total, "topic": settings.unprefixed(total["topic"])}
-              for total in per_shard_totals(lags, layout.shard_of_partition, now)]
-    text = table(partitions, ["topic", "partition", "message_lag", "waiting_updates",
-                              "time_lag_seconds", "owner", "age_seconds"])
-    text += "\n" + table(shards, ["topic", "shard", "message_lag", "waiting_updates",
-                                  "time_lag_seconds"])
+    shards = [
+        {**total, "topic": settings.unprefixed(total["topic"])}
+        for total in per_shard_totals(lags, layout.shard_of_partition, now)
+    ]
+    text = table(
+        partitions,
+        [
+            "topic",
+            "partition",
+            "message_lag",
+            "waiting_updates",
+            "time_lag_seconds",
+            "owner",
+            "age_seconds",
+        ],
+    )
+    text += "\n" + table(
+        shards, ["topic", "shard", "message_lag", "waiting_updates", "time_lag_seconds"]
+    )
     return answer(web, request, {"partitions": partitions, "shards": shards}, text)

@@ -1,4 +1,4 @@
-"""HTTP ingest and row reads (design.md "HTTP API"): validate, authenticate, produce, answer.
+"""HTTP ingest and row reads (README "HTTP API"): validate, authenticate, produce, answer.
 
 Writes answer 202 only after the broker acknowledged every event of the request (acks=all);
 when it cannot within ROWSTREAM_PRODUCE_TIMEOUT the answer is 503 with Retry-After, and the client
@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any, cast
 from uuid import UUID
 
+from aiohttp import web as aiohttp_web
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from faust.exceptions import ProducerSendError
 from faust.web import Request, Response, View
@@ -21,21 +23,26 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from app.ingest import auth, openapi
+from app.main import app, layout, monitor, settings, shards, topics
 from app.model import events
 from app.observe import metrics, tracing
-from app.main import app, layout, monitor, settings, shards, topics
 
 log = logging.getLogger("rowstream.web")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, problems: Optional[list] = None,
-                 headers: Optional[dict] = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        problems: list | None = None,
+        headers: dict | None = None,
+    ) -> None:
         super().__init__(error)
         self.status, self.error, self.problems, self.headers = status, error, problems, headers
 
 
-def _authenticate(request: Request) -> Optional[frozenset[str]]:
+def _authenticate(request: Request) -> frozenset[str] | None:
     """401 without a known key; else the key's app scope (None: every app)."""
     try:
         return auth.authenticate(request.headers.get("Authorization", ""), settings.scoped_keys)
@@ -43,33 +50,41 @@ def _authenticate(request: Request) -> Optional[frozenset[str]]:
         raise ApiError(exc.status, exc.error, headers=exc.headers) from None
 
 
-def _check_scope(scope: Optional[frozenset[str]], app_ids: Iterable[str]) -> None:
+def _check_scope(scope: frozenset[str] | None, app_ids: Iterable[str]) -> None:
     """403 when the key is scoped and an app is outside its scope."""
     if scope is not None:
         outside = sorted(set(app_ids) - scope)
         if outside:
-            raise ApiError(403, "this key may not update or read these apps",
-                           [{"where": "app_id", "problem": f"{app} is outside the key's scope"}
-                            for app in outside[:10]])
+            raise ApiError(
+                403,
+                "this key may not update or read these apps",
+                [
+                    {"where": "app_id", "problem": f"{app} is outside the key's scope"}
+                    for app in outside[:10]
+                ],
+            )
 
 
 def _uuid(text: str, where: str) -> str:
     try:
         return str(UUID(text))
     except ValueError:
-        raise ApiError(400, "invalid request", [{"where": where, "problem": "not a UUID"}]) from None
+        raise ApiError(
+            400, "invalid request", [{"where": where, "problem": "not a UUID"}]
+        ) from None
 
 
 async def _body(request: Request) -> bytes:
     """The body, at most MAX_BODY_BYTES held at any time, within ROWSTREAM_BODY_TIMEOUT: a huge
     or a slow client costs at most that much memory and that long a connection."""
-    length = request.content_length
+    raw = cast(aiohttp_web.Request, request)  # Faust's aiohttp driver hands aiohttp's own
+    length = raw.content_length
     if length is not None and length > events.MAX_BODY_BYTES:
         raise ApiError(413, f"request body over {events.MAX_BODY_BYTES} bytes")
 
     async def read() -> bytes:
         chunks, size = [], 0
-        while chunk := await request.content.read(64 * 1024):  # b"" at the end of the body
+        while chunk := await raw.content.read(64 * 1024):  # b"" at the end of the body
             size += len(chunk)
             if size > events.MAX_BODY_BYTES:  # a client that lied about (or omitted) its length
                 raise ApiError(413, f"request body over {events.MAX_BODY_BYTES} bytes")
@@ -80,7 +95,9 @@ async def _body(request: Request) -> bytes:
         async with asyncio.timeout(settings.body_timeout):  # no task per request, as wait_for makes
             return await read()
     except TimeoutError:
-        raise ApiError(408, f"request body not received within {settings.body_timeout:g} s") from None
+        raise ApiError(
+            408, f"request body not received within {settings.body_timeout:g} s"
+        ) from None
 
 
 async def _produce(updates: list[tuple[str, str, dict]]) -> None:
@@ -95,9 +112,10 @@ async def _produce(updates: list[tuple[str, str, dict]]) -> None:
     by_app: dict[str, list[bytes]] = {}
     for app_id, subscription_id, properties in updates:  # in request order per app
         by_app.setdefault(app_id, []).append(
-            events.encode_update(app_id, subscription_id, properties, received_at))
+            events.encode_update(app_id, subscription_id, properties, received_at)
+        )
 
-    async def send_all(headers: Optional[list]) -> None:
+    async def send_all(headers: list | None) -> None:
         pending = []
         for app_id, encoded in by_app.items():
             if len(encoded) == 1:
@@ -105,14 +123,16 @@ async def _produce(updates: list[tuple[str, str, dict]]) -> None:
             else:
                 value = events.update_batch(encoded)
                 record_headers = [*(headers or ()), (events.UPDATES_HEADER, b"%d" % len(encoded))]
-            pending.append(await app.producer.send(
-                topic,
-                app_id.encode(),
-                value,
-                layout.source_partition(app_id),
-                None,  # the producer stamps the time
-                record_headers,
-            ))
+            pending.append(
+                await app.producer.send(
+                    topic,
+                    app_id.encode(),
+                    value,
+                    layout.source_partition(app_id),
+                    None,  # the producer stamps the time
+                    record_headers,
+                )
+            )
         await asyncio.gather(*pending)
 
     try:
@@ -125,11 +145,15 @@ async def _produce(updates: list[tuple[str, str, dict]]) -> None:
         cause = exc.__cause__ if isinstance(exc, ProducerSendError) else exc
         if isinstance(cause, MessageSizeTooLargeError):
             log.warning("the broker refused an update as too large: %r", exc)
-            raise ApiError(413, "an update is larger than the broker accepts "
-                                "(its max.message.bytes)") from None
+            raise ApiError(
+                413, "an update is larger than the broker accepts (its max.message.bytes)"
+            ) from None
         log.warning("produce failed, answering 503: %r", exc)
-        raise ApiError(503, "the broker did not acknowledge the update; retry later",
-                       headers={"Retry-After": "1"}) from None
+        raise ApiError(
+            503,
+            "the broker did not acknowledge the update; retry later",
+            headers={"Retry-After": "1"},
+        ) from None
 
 
 class ApiView(View):
@@ -171,8 +195,9 @@ class SubscriptionView(ApiView):
             row = await shards.fetch(layout.shard_of_app(app_id), app_id, subscription_id)
         except Exception as exc:
             log.warning("row read failed: %r", exc)
-            raise ApiError(503, "the row's shard is unavailable; retry later",
-                           headers={"Retry-After": "1"}) from None
+            raise ApiError(
+                503, "the row's shard is unavailable; retry later", headers={"Retry-After": "1"}
+            ) from None
         if row is None:
             raise ApiError(404, "no such row")
         return self.json(row)
@@ -187,8 +212,12 @@ class UpdatesView(ApiView):
         except ValidationError as exc:
             raise ApiError(400, "invalid request", events.problems_of(exc)) from None
         _check_scope(scope, {update["app_id"] for update in batch})
-        await _produce([(update["app_id"], update["subscription_id"], update["properties"])
-                        for update in batch])
+        await _produce(
+            [
+                (update["app_id"], update["subscription_id"], update["properties"])
+                for update in batch
+            ]
+        )
         return self.json({"accepted": len(batch)}, status=202)
 
 
@@ -210,11 +239,16 @@ async def readyz(web: View, request: Request) -> Response:
 
     shard_ok = await shards.up()
     ready = broker_ok and all(shard_ok)
-    body = {"ready": ready, "broker": broker_ok,
-            "shards": [{"shard": n, "up": up} for n, up in enumerate(shard_ok)]}
+    body = {
+        "ready": ready,
+        "broker": broker_ok,
+        "shards": [{"shard": n, "up": up} for n, up in enumerate(shard_ok)],
+    }
     return web.json(body, status=200 if ready else 503)
 
 
 @app.page("/metrics")
 async def metrics_view(web: View, request: Request) -> Response:
-    return web.bytes(generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.bytes(
+        generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )

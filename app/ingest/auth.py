@@ -1,4 +1,4 @@
-"""API keys: who may call what (design.md "HTTP API"; configured by ROWSTREAM_API_KEYS).
+"""API keys: who may call what (README "HTTP API"; configured by ROWSTREAM_API_KEYS).
 
 * the ingest and row API (``/v1/…``) authenticates in its views, which also check a scoped key's
   apps against the request (``app.ingest.api``);
@@ -13,11 +13,12 @@ Keys are compared in constant time with every configured key, and never logged o
 from __future__ import annotations
 
 import hmac
-from typing import Any, Awaitable, Callable, Iterable, Optional
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 
-Keys = Iterable[tuple[str, Optional[frozenset[str]]]]  # (key, its apps; None = every app)
+Keys = Iterable[tuple[str, frozenset[str] | None]]  # (key, its apps; None = every app)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 SELF_AUTHENTICATED = "/v1/"
@@ -26,20 +27,23 @@ SELF_AUTHENTICATED = "/v1/"
 class Refused(Exception):
     """401 or 403, with the error line and the headers of the answer."""
 
-    def __init__(self, status: int, error: str, headers: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, status: int, error: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(error)
         self.status, self.error, self.headers = status, error, headers
 
 
-def authenticate(authorization: str, keys: Keys) -> Optional[frozenset[str]]:
+def authenticate(authorization: str, keys: Keys) -> frozenset[str] | None:
     """The scope of the bearer key in an ``Authorization`` header (None: every app); Refused(401)
     without a known key."""
     scheme, _, key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise Refused(401, "missing bearer key: send 'Authorization: Bearer <key>'",
-                      {"WWW-Authenticate": "Bearer"})
+        raise Refused(
+            401,
+            "missing bearer key: send 'Authorization: Bearer <key>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
     given = key.strip().encode()
-    scope: Optional[frozenset[str]] = None
+    scope: frozenset[str] | None = None
     matched = False
     for known, apps in keys:
         if hmac.compare_digest(given, known.encode()):

@@ -1,1 +1,2 @@
-"""Topics, topic creation, the group's offsets, and the consumer classes that own the delivery rules."""
+"""Topics, topic creation, the group's offsets, and the consumer classes that own the delivery
+rules."""

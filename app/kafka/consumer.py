@@ -10,11 +10,12 @@ For the *unit topics* (the update topic and the internal topic, named by ``deliv
    records (aiokafka ``ConsumerRecord``). Faust's per-message path (drain loop, conductor, stream,
    acknowledgement: 35-110 µs) is paid once per unit, not once per record. Acknowledging a unit
    acknowledges each of its records.
-2. **In order from the committed offset** (``app.kafka.delivery``): a unit reaches the conductor only if
-   no record before it was skipped; otherwise it is dropped unacknowledged and the partition is
-   read again from the missing offset. Faust 0.15.3 skips records around rebalances and pauses
-   (``app.kafka.ordering`` tells how). Faust's own "already read" drop, which is how it skips, is not
-   applied to these topics: a re-delivery is handed on (the sink's writes are idempotent).
+2. **In order from the committed offset** (``app.kafka.delivery``): a unit reaches the conductor
+   only if no record before it was skipped; otherwise it is dropped unacknowledged and the
+   partition is read again from the missing offset. Faust 0.15.3 skips records around rebalances
+   and pauses (``app.kafka.ordering`` tells how). Faust's own "already read" drop, which is how it
+   skips, is not applied to these topics: a re-delivery is handed on (the sink's writes are
+   idempotent).
 3. **Acknowledgements that cannot be trusted are refused**: of a unit from an earlier consumer
    generation, or while the flow is stopped for a rebalance. (Faust's stream acknowledges the
    events it drops then; for a unit of a thousand records that would let a later commit pass
@@ -61,8 +62,9 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
+from collections.abc import AsyncIterator, Collection
 from time import monotonic
-from typing import Any, AsyncIterator, Collection, Optional, Tuple, cast
+from typing import Any, cast
 
 import aiokafka
 import faust
@@ -86,11 +88,21 @@ class Unit(ConsumerMessage):
 
     __slots__ = ("first_offset",)
 
-    def __init__(self, tp: TP, records: list, generation_id: Optional[int]) -> None:
+    def __init__(self, tp: TP, records: list, generation_id: int | None) -> None:
         last = records[-1]
         super().__init__(
-            last.topic, last.partition, last.offset, last.timestamp / 1000.0,
-            last.timestamp_type, None, None, records, None, 0, 0, tp,
+            last.topic,
+            last.partition,
+            last.offset,
+            last.timestamp / 1000.0,
+            last.timestamp_type,
+            None,
+            None,
+            cast(Any, records),  # the unit's value: its records
+            None,
+            0,
+            0,
+            tp,
             generation_id=generation_id,
         )
         self.first_offset: int = records[0].offset
@@ -142,7 +154,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class Consumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with rowstream's delivery rules (the module docstring)."""
 
-    app: "RowstreamApp"
+    app: RowstreamApp
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -157,8 +169,10 @@ class Consumer(faust_aiokafka.Consumer):
         def assigned() -> list[int]:
             return [tp.partition for tp in self.assignment() if tp.topic == topic]
 
-        async def starts(partitions: list[int]) -> dict[int, Optional[int]]:
-            answers = await self.app.group_offsets.starts(TopicPartition(topic, p) for p in partitions)
+        async def starts(partitions: list[int]) -> dict[int, int | None]:
+            answers = await self.app.group_offsets.starts(
+                TopicPartition(topic, p) for p in partitions
+            )
             return {tp.partition: offset for tp, offset in answers.items()}
 
         async def seek(tp: Any, offset: int) -> None:
@@ -174,7 +188,7 @@ class Consumer(faust_aiokafka.Consumer):
         """A unit that was handed on could not be processed: read its partition again from it."""
         self._guards[message.topic].read_again(message, why)
 
-    def expected(self, tp: TP) -> Optional[int]:
+    def expected(self, tp: TP) -> int | None:
         """The next offset the guard of ``tp``'s topic lets through (None: not known yet)."""
         return self._guards[tp.topic].expected(tp.partition)
 
@@ -199,7 +213,7 @@ class Consumer(faust_aiokafka.Consumer):
 
     # --- units (rule 1) --------------------------------------------------------------------
 
-    async def getmany(self, timeout: float) -> AsyncIterator[Tuple[TP, Message]]:
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         """Faust's ``Consumer.getmany`` (0.15.3), yielding one ``Unit`` per partition of a unit
         topic and, as Faust does, one message per record of any other topic."""
         records, active_partitions = await self._wait_next_records(timeout)
@@ -216,8 +230,11 @@ class Consumer(faust_aiokafka.Consumer):
         for tp, fetched in records.items():
             if not self.flow_active or self.app.consumer_generation_id != generation_id:
                 break
-            if not fetched or not (active_partitions is None or tp in active_partitions
-                                   or tp in self._buffered_partitions):
+            if not fetched or not (
+                active_partitions is None
+                or tp in active_partitions
+                or tp in self._buffered_partitions
+            ):
                 continue
             track_end(tp, self.highwater(tp))
             if tp.topic in guards:
@@ -241,10 +258,15 @@ class Consumer(faust_aiokafka.Consumer):
                     return False  # rule 3: the new generation reads it again
                 tp = message.tp
                 committed = self._committed_offset[tp]
-                first = message.first_offset if committed is None else max(message.first_offset,
-                                                                           committed)
+                first = (
+                    message.first_offset
+                    if committed is None
+                    else max(message.first_offset, committed)
+                )
                 index = self._acked_index[tp]
-                fresh = [offset for offset in range(first, message.offset + 1) if offset not in index]
+                fresh = [
+                    offset for offset in range(first, message.offset + 1) if offset not in index
+                ]
                 index.update(fresh)
                 self._acked[tp].extend(fresh)
                 self._n_acked += len(fresh)
@@ -252,7 +274,7 @@ class Consumer(faust_aiokafka.Consumer):
             finally:
                 notify(self._waiting_for_ack)
 
-    def _new_offset(self, tp: TP) -> Optional[int]:
+    def _new_offset(self, tp: TP) -> int | None:
         guard = self._guards.get(tp.topic)
         if guard is None:
             return super()._new_offset(tp)
@@ -356,9 +378,9 @@ class Consumer(faust_aiokafka.Consumer):
 
 
 class PartitionSets(ClusterMetadata):
-    """aiokafka's cluster metadata with each topic's partition set built once per update (rule 7)."""
+    """aiokafka's cluster metadata, each topic's partition set built once per update (rule 7)."""
 
-    def partitions_for_topic(self, topic: str) -> Optional[frozenset[int]]:  # type: ignore[override]
+    def partitions_for_topic(self, topic: str) -> frozenset[int] | None:
         partitions = self._partitions.get(topic)
         if partitions is None:
             return None
@@ -396,7 +418,17 @@ class RowstreamApp(faust.App):
         super().__init__(*args, **kwargs)
         self.group_offsets = group_offsets
         self.unit_topics: dict[str, str] = {}  # topic name → label in logs and metrics
-        self.service(group_offsets)
+        self.add_service(group_offsets)
+
+    @property
+    def unit_consumer(self) -> Consumer:
+        """The consumer, typed as rowstream's (what the agents and writers call on it)."""
+        return cast(Consumer, self.consumer)
+
+    def add_service(self, service: Service) -> None:
+        """Start ``service``, an instance, with the app. Faust's ``service`` takes one (its
+        ``on_init_extra_service`` accepts both), although its type names only classes."""
+        self.service(cast(Any, service))
 
     def deliver_in_units(self, topic: Any, label: str) -> None:
         """Hand ``topic``'s records to its agent as units, under the delivery guard. Call before

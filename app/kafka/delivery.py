@@ -1,26 +1,28 @@
 """The delivery guard: units pass in offset order from the committed offset, or not at all.
 
-``DeliveryGuard.admit(message)`` is awaited by rowstream's consumer (``app.kafka.consumer``) for each
-unit (the records of one partition from one fetch) before the unit reaches an agent. False means
-records before it were skipped: the consumer drops the unit without acknowledging it, and the
+``DeliveryGuard.admit(message)`` is awaited by rowstream's consumer (``app.kafka.consumer``) for
+each unit (the records of one partition from one fetch) before the unit reaches an agent. False
+means records before it were skipped: the consumer drops the unit without acknowledging it, and the
 guard has asked for the partition to be read again from the first skipped offset
 (``app.kafka.ordering`` explains why Faust skips and why that would lose updates). Each new consumer
 generation starts every partition again at the group's committed offset, asked of the broker
-(``app.kafka.offsets``; the log's first offset if retention deleted past it or nothing was committed).
+(``app.kafka.offsets``; the log's first offset if retention deleted past it or nothing was
+committed).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Awaitable, Callable, Optional
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from app.observe import metrics
 from app.kafka.ordering import InOrder
+from app.observe import metrics
 
 log = logging.getLogger("rowstream.delivery")
 
-Starts = Callable[[list[int]], Awaitable[dict[int, Optional[int]]]]
+Starts = Callable[[list[int]], Awaitable[dict[int, int | None]]]
 Seek = Callable[[Any, int], Awaitable[None]]
 
 
@@ -34,15 +36,16 @@ class DeliveryGuard:
     ``starts(partitions)`` asks the broker where the group starts them (the committed offset, or
     the log's first offset), ``seek(tp, offset)`` moves the consumer."""
 
-    def __init__(self, label: str, assigned: Callable[[], list[int]], starts: Starts,
-                 seek: Seek) -> None:
+    def __init__(
+        self, label: str, assigned: Callable[[], list[int]], starts: Starts, seek: Seek
+    ) -> None:
         self.label = label
         self._assigned = assigned
         self._starts = starts
         self._seek = seek
         self._order = InOrder()
-        self._generation: Optional[int] = None
-        self._began: dict[int, Optional[int]] = {}  # partition → where this generation began it
+        self._generation: int | None = None
+        self._began: dict[int, int | None] = {}  # partition → where this generation began it
         # partition → (offset asked for, its TopicPartition, when the last seek was asked)
         self._reading_again: dict[int, tuple[int, Any, float]] = {}
 
@@ -63,9 +66,15 @@ class DeliveryGuard:
             return True
         if partition not in self._reading_again or self._reading_again[partition][0] != again:
             metrics.READ_AGAIN.labels(self.label).inc()
-            log.warning("%s partition %d: offset %d arrived while %d was next (the consumer "
-                        "skipped records); reading the partition again from %d",
-                        self.label, partition, first, again, again)
+            log.warning(
+                "%s partition %d: offset %d arrived while %d was next (the consumer "
+                "skipped records); reading the partition again from %d",
+                self.label,
+                partition,
+                first,
+                again,
+                again,
+            )
         await self._seek_logged(partition, message.tp, again)
         return False
 
@@ -76,8 +85,12 @@ class DeliveryGuard:
         now = time.monotonic()
         for partition, (again, tp, asked) in list(self._reading_again.items()):
             if now - asked >= after:
-                log.info("%s partition %d: still waiting for offset %d; seeking again",
-                         self.label, partition, again)
+                log.info(
+                    "%s partition %d: still waiting for offset %d; seeking again",
+                    self.label,
+                    partition,
+                    again,
+                )
                 await self._seek_logged(partition, tp, again)
 
     async def _seek_logged(self, partition: int, tp: Any, offset: int) -> None:
@@ -85,7 +98,9 @@ class DeliveryGuard:
         try:
             await self._seek(tp, offset)
         except Exception as exc:  # revoked meanwhile: its next owner starts at the committed offset
-            log.info("%s partition %d: could not seek to %d: %r", self.label, partition, offset, exc)
+            log.info(
+                "%s partition %d: could not seek to %d: %r", self.label, partition, offset, exc
+            )
 
     async def _begin(self, partition: int) -> None:
         pending = sorted({p for p in self._assigned() if not self._order.started(p)} | {partition})
@@ -104,15 +119,20 @@ class DeliveryGuard:
             return
         first = first_offset(message)
         if self._order.rewind(message.partition, first):
-            log.warning("%s partition %d: offset %d %s; reading the partition again from it",
-                        self.label, message.partition, first, why)
+            log.warning(
+                "%s partition %d: offset %d %s; reading the partition again from it",
+                self.label,
+                message.partition,
+                first,
+                why,
+            )
             self._reading_again[message.partition] = (first, message.tp, float("-inf"))
 
-    def expected(self, partition: int) -> Optional[int]:
+    def expected(self, partition: int) -> int | None:
         """The next offset this guard will let through (None if not known yet)."""
         return self._order.expected(partition)
 
-    def began(self, partition: int) -> Optional[int]:
+    def began(self, partition: int) -> int | None:
         """Where this generation started ``partition`` (None: not started, or nothing to start
         from was known)."""
         return self._began.get(partition)

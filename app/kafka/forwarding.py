@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 SendBatch = Callable[[int, bytes, float, int], Awaitable["asyncio.Future[Any]"]]
 
@@ -28,7 +29,7 @@ class Countdown:
     """Settles a unit of work made of parts: ``done()`` once every part succeeded and ``close()``
     said no more parts come; ``failed(why)`` at the first part that failed (then never done)."""
 
-    __slots__ = ("_left", "_closed", "_settled", "_done", "_failed")
+    __slots__ = ("_closed", "_done", "_failed", "_left", "_settled")
 
     def __init__(self, done: Callable[[], Any], failed: Callable[[str], Any]) -> None:
         self._left = 0
@@ -60,7 +61,7 @@ class Countdown:
 
 
 class _Batch:
-    __slots__ = ("entries", "size", "waiters", "opened", "timestamp")
+    __slots__ = ("entries", "opened", "size", "timestamp", "waiters")
 
     def __init__(self, now: float) -> None:
         self.entries: list[bytes] = []
@@ -74,9 +75,16 @@ class Forwarder:
     """Batches per target partition, oldest first (the last one is open); see the module
     docstring."""
 
-    def __init__(self, send: SendBatch, encode: Callable[[list[bytes]], bytes], *,
-                 max_updates: int, max_bytes: int, linger: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        send: SendBatch,
+        encode: Callable[[list[bytes]], bytes],
+        *,
+        max_updates: int,
+        max_bytes: int,
+        linger: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._send = send
         self._encode = encode
         self.max_updates = max_updates
@@ -93,8 +101,9 @@ class Forwarder:
         if queue is None:
             queue = self._batches[partition] = [_Batch(self._clock())]
         batch = queue[-1]
-        if batch.entries and (len(batch.entries) >= self.max_updates
-                              or batch.size + len(entry) > self.max_bytes):
+        if batch.entries and (
+            len(batch.entries) >= self.max_updates or batch.size + len(entry) > self.max_bytes
+        ):
             batch = _Batch(self._clock())
             queue.append(batch)
         batch.entries.append(entry)
@@ -113,8 +122,11 @@ class Forwarder:
             for partition in list(self._batches):
                 queue = self._batches[partition]
                 last = queue[-1]
-                due = (len(last.entries) >= self.max_updates
-                       or last.size >= self.max_bytes or now - last.opened >= self.linger)
+                due = (
+                    len(last.entries) >= self.max_updates
+                    or last.size >= self.max_bytes
+                    or now - last.opened >= self.linger
+                )
                 sending = queue if due else queue[:-1]
                 if due:
                     del self._batches[partition]
@@ -126,14 +138,15 @@ class Forwarder:
     async def _send_batch(self, partition: int, batch: _Batch) -> None:
         waiters = batch.waiters
         try:
-            sent = await self._send(partition, self._encode(batch.entries), batch.timestamp,
-                                    len(batch.entries))
+            sent = await self._send(
+                partition, self._encode(batch.entries), batch.timestamp, len(batch.entries)
+            )
         except Exception as exc:  # refused before it was queued (e.g. too large)
             for waiter in waiters:
                 waiter.fail(repr(exc))
             return
 
-        def answered(future: "asyncio.Future[Any]") -> None:
+        def answered(future: asyncio.Future[Any]) -> None:
             if not future.cancelled() and future.exception() is None:
                 for waiter, parts in waiters.items():
                     waiter.succeeded(parts)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, Iterable, Optional, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -25,27 +26,30 @@ class GroupOffsets(Service):
     """One OffsetFetch per partition, concurrently (tansu truncates the answer for "all
     partitions"); retried with capped backoff while the broker does not answer."""
 
-    def __init__(self, broker: str, group_id: str, **kwargs: object) -> None:
+    def __init__(self, broker: str, group_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.broker = broker
         self.group_id = group_id
-        self._client: Optional[AIOKafkaConsumer] = None
+        self._client: AIOKafkaConsumer | None = None
         self._connecting = asyncio.Lock()
 
     async def _connect(self) -> AIOKafkaConsumer:
         async with self._connecting:
             if self._client is None:
                 client = side_consumer(  # the group's id, to read its offsets
-                    self.broker, f"{self.group_id}-offsets", self.group_id)
+                    self.broker, f"{self.group_id}-offsets", self.group_id
+                )
                 await client.start()
                 self._client = client
             return self._client
 
-    async def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, Optional[int]]:
+    async def committed(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
         """The group's committed offset of each partition (None: nothing committed yet)."""
         wanted = list(partitions)
 
-        async def ask(client: AIOKafkaConsumer) -> dict[TopicPartition, Optional[int]]:
+        async def ask(client: AIOKafkaConsumer) -> dict[TopicPartition, int | None]:
             answers = await asyncio.gather(*(client.committed(tp) for tp in wanted))
             return dict(zip(wanted, answers))
 
@@ -57,8 +61,10 @@ class GroupOffsets(Service):
         wanted = list(partitions)
         committed = await self.committed(wanted)
         first = await self._retrying(lambda client: client.beginning_offsets(wanted))
-        return {tp: first[tp] if committed[tp] is None else max(committed[tp], first[tp])
-                for tp in wanted}
+        return {
+            tp: first[tp] if committed[tp] is None else max(committed[tp], first[tp])
+            for tp in wanted
+        }
 
     async def _retrying(self, ask: Callable[[AIOKafkaConsumer], Awaitable[T]]) -> T:
         async for attempt in AsyncRetrying(
@@ -77,8 +83,12 @@ class GroupOffsets(Service):
 
 def _log_retry(state: RetryCallState) -> None:
     assert state.outcome is not None and state.next_action is not None
-    log.warning("reading the group's committed offsets failed (attempt %d): %r; retrying in %.1fs",
-                state.attempt_number, state.outcome.exception(), state.next_action.sleep)
+    log.warning(
+        "reading the group's committed offsets failed (attempt %d): %r; retrying in %.1fs",
+        state.attempt_number,
+        state.outcome.exception(),
+        state.next_action.sleep,
+    )
 
 
 __all__ = ["GroupOffsets"]

@@ -18,7 +18,7 @@ again from the offset that is missing (``app.kafka.delivery``).
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 
 class InOrder:
@@ -39,7 +39,7 @@ class InOrder:
     def started(self, partition: int) -> bool:
         return partition in self._started
 
-    def begin(self, partition: int, committed: Optional[int]) -> None:
+    def begin(self, partition: int, committed: int | None) -> None:
         """Start a partition at the group's committed offset (None: nothing committed yet, so
         the first offset delivered is taken as the start; the log may begin after 0)."""
         self._started.add(partition)
@@ -48,7 +48,7 @@ class InOrder:
         else:
             self._next[partition] = committed
 
-    def admit(self, partition: int, first: int, last: Optional[int] = None) -> Optional[int]:
+    def admit(self, partition: int, first: int, last: int | None = None) -> int | None:
         """None: hand on the unit of records ``first..last`` (one record when ``last`` is None).
         Otherwise the offset to read the partition again from."""
         expected = self._next.get(partition)
@@ -69,11 +69,11 @@ class InOrder:
         self._next[partition] = offset
         return True
 
-    def expected(self, partition: int) -> Optional[int]:
+    def expected(self, partition: int) -> int | None:
         """The next offset to hand on (None before the first one when nothing was committed)."""
         return self._next.get(partition)
 
-    def forget(self, partitions: Optional[Iterable[int]] = None) -> None:
+    def forget(self, partitions: Iterable[int] | None = None) -> None:
         """Forget partitions (all when None): they start again at their committed offset."""
         for partition in list(self._started) if partitions is None else partitions:
             self._started.discard(partition)

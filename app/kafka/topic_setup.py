@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Optional
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -33,18 +33,27 @@ def bootstrap_servers(broker_url: str) -> str:
     return ",".join(hosts)
 
 
-def side_consumer(broker_url: str, client_id: str, group_id: Optional[str] = None,
-                  **options: Any) -> AIOKafkaConsumer:
+def side_consumer(
+    broker_url: str, client_id: str, group_id: str | None = None, **options: Any
+) -> AIOKafkaConsumer:
     """A consumer beside the worker's own: it reads offsets or records and never joins a group
     (it is assigned partitions or only asks for offsets), and never commits. Every such
     connection of rowstream is made here (the lag monitor, the group's offsets, the CLI's
     reader)."""
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker_url), group_id=group_id,
-                            enable_auto_commit=False, client_id=client_id, **options)
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(broker_url),
+        group_id=group_id,
+        enable_auto_commit=False,
+        client_id=client_id,
+        **options,
+    )
 
 
 async def ensure_topics(
-    broker_url: str, wanted: dict[str, int], replication: int = 1, timeout: float = 30.0,
+    broker_url: str,
+    wanted: dict[str, int],
+    replication: int = 1,
+    timeout: float = 30.0,
     configs: dict[str, str] | None = None,
 ) -> list[str]:
     """Create the missing topics of ``wanted`` (name → partitions) with topic ``configs``;
@@ -54,15 +63,22 @@ async def ensure_topics(
     )
     try:
         await asyncio.wait_for(admin.start(), timeout)
-    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, KafkaError, OSError) as exc:
         raise TopicError(f"cannot reach the broker at {broker_url}: {exc!r}") from None
     try:
         existing = set(await admin.list_topics())
         missing = [name for name in wanted if name not in existing]
         if missing:
             await admin.create_topics(
-                [NewTopic(name, wanted[name], replication_factor=replication,
-                          topic_configs=configs or {}) for name in missing]
+                [
+                    NewTopic(
+                        name,
+                        wanted[name],
+                        replication_factor=replication,
+                        topic_configs=configs or {},
+                    )
+                    for name in missing
+                ]
             )
         present = [name for name in wanted if name in existing]
         if present:

@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 import faust
-
 import orjson
 
 from app.model.deadletter import DeadLetter
@@ -27,8 +26,9 @@ class RawSchema(faust.Schema):
     this hands the message's bytes to the event as they are."""
 
     def __init__(self) -> None:
-        super().__init__(key_type=bytes, value_type=bytes, key_serializer="raw",
-                         value_serializer="raw")
+        super().__init__(
+            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
 
     def compile(self, app: Any, **kwargs: Any) -> Any:
         create_event = app.create_event
@@ -48,7 +48,7 @@ LAG = "rowstream-lag"
 
 
 class Topics:
-    """rowstream's topics on one app, declared once (``app.main``), and the sends every agent shares.
+    """rowstream's topics on one app, declared once (``app.main``), and the sends agents share.
 
     The update and internal topics reach their agents as units (records of one partition from one
     fetch), in offset order from the committed offset: ``app.kafka.consumer``.
@@ -81,12 +81,17 @@ class Topics:
         app.deliver_in_units(self.updates, UPDATES)
         app.deliver_in_units(self.internal, INTERNAL)
 
-    async def send_batch(self, partition: int, value: bytes, timestamp: float,
-                         updates: int) -> Any:
+    async def send_batch(self, partition: int, value: bytes, timestamp: float, updates: int) -> Any:
         """Queue one batch record on the internal topic; the future answers when the broker has
         it. The header tells the lag monitor how many updates it holds without decoding it."""
-        return await self.app.producer.send(self.internal_name, None, value, partition, timestamp,
-                                            [(UPDATES_HEADER, b"%d" % updates)])
+        return await self.app.producer.send(
+            self.internal_name,
+            None,
+            value,
+            partition,
+            timestamp,
+            [(UPDATES_HEADER, b"%d" % updates)],
+        )
 
     async def send_dead_letter(self, letter: DeadLetter) -> None:
         """Queue a dead letter now; Faust flushes the producer before it commits offsets, so the
@@ -94,12 +99,17 @@ class Topics:
         headers = {name: value.decode() for name, value in letter.headers}
         metrics.DEAD_LETTERS.labels(headers["rowstream-reason"]).inc()
         log.warning(
-            "dead-lettered %s event from %s[%s]@%s: %s", headers["rowstream-reason"],
-            headers["rowstream-seen-topic"], headers["rowstream-seen-partition"],
-            headers["rowstream-seen-offset"], headers["rowstream-error"][:300],
+            "dead-lettered %s event from %s[%s]@%s: %s",
+            headers["rowstream-reason"],
+            headers["rowstream-seen-topic"],
+            headers["rowstream-seen-partition"],
+            headers["rowstream-seen-offset"],
+            headers["rowstream-error"][:300],
         )
         await self.dead_letters.send(
-            key=letter.key, value=letter.value, partition=letter.partition,
+            key=letter.key,
+            value=letter.value,
+            partition=letter.partition,
             headers=letter.headers,
             force=True,  # now, not at the next commit (Faust's default inside an agent)
         )

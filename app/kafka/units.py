@@ -3,7 +3,8 @@ decoded, and every part that cannot be applied already sent to the dead-letter t
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from app.kafka.topics import Topics
 from app.model.deadletter import for_bad_entry
@@ -15,8 +16,9 @@ T = TypeVar("T")
 Decode = Callable[[Any], "tuple[list[T], list[BadEntry]]"]
 
 
-async def decoded_units(stream: Any, decode: Decode[T],
-                        topics: Topics) -> AsyncIterator[tuple[Any, list[tuple[Any, list[T]]]]]:
+async def decoded_units(
+    stream: Any, decode: Decode[T], topics: Topics
+) -> AsyncIterator[tuple[Any, list[tuple[Any, list[T]]]]]:
     """Per unit: the event (to acknowledge once its updates are handled) and each record with
     its good updates. The stream acknowledges nothing itself (``noack``): the agent decides."""
     async for event in stream.noack().events():

@@ -18,7 +18,7 @@ record that is not a batch record), the origin headers repeat where it was seen.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Protocol
+from typing import NamedTuple, Protocol
 
 import orjson
 
@@ -34,20 +34,20 @@ class Coordinates(NamedTuple):
 
 
 class DeadLetter(NamedTuple):
-    key: Optional[bytes]
+    key: bytes | None
     value: bytes
     partition: int
     headers: list[tuple[str, bytes]]
 
 
 def dead_letter(
-    key: Optional[bytes],
+    key: bytes | None,
     value: bytes,
     reason: str,
     error: str,
     origin: Coordinates,
-    seen: Optional[Coordinates] = None,
-    index: Optional[int] = None,
+    seen: Coordinates | None = None,
+    index: int | None = None,
 ) -> DeadLetter:
     seen = seen or origin
     headers = [
@@ -67,7 +67,7 @@ def dead_letter(
     )
 
 
-def app_key(update: bytes) -> Optional[bytes]:
+def app_key(update: bytes) -> bytes | None:
     """The key of a dead-lettered update taken out of a record holding many: its app ID, if it
     has one to read (as on the update topic)."""
     try:
@@ -82,7 +82,7 @@ class Seen(Protocol):
     topic: str
     partition: int
     offset: int
-    key: Optional[bytes]
+    key: bytes | None
 
 
 def for_bad_entry(record: Seen, bad: BadEntry, source_topic: str) -> DeadLetter:
@@ -103,8 +103,9 @@ def for_rejected(record: Seen, update: Versioned, error: str, source_topic: str)
     the update topic, with its origin there recovered from its version."""
     return dead_letter(
         key=update.app_id.encode(),
-        value=encode_update(update.app_id, update.subscription_id, update.properties,
-                            update.received_at),
+        value=encode_update(
+            update.app_id, update.subscription_id, update.properties, update.received_at
+        ),
         reason="rejected",
         error=error,
         origin=Coordinates(source_topic, update.source_partition, update.version),

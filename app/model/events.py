@@ -41,14 +41,24 @@ does not decode is dead-lettered with its reason instead of being dropped by the
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Callable, Literal, NamedTuple, Optional, Union
-
-from typing_extensions import NotRequired, TypedDict
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, NamedTuple, NotRequired
 from uuid import UUID
 
 import orjson
-from pydantic import (AfterValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
-                      StrictStr, TypeAdapter, ValidationError, with_config)
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
+from typing_extensions import TypedDict
 
 MAX_BODY_BYTES = 1024 * 1024
 # A Kafka record of ours: one update of up to MAX_BODY_BYTES, plus the fields the API and the
@@ -115,15 +125,20 @@ class _Kinds(NamedTuple):
 
 Exact = _Kinds(
     uuid=Annotated[UUID, Field(strict=False), AfterValidator(str)],
-    key=Annotated[StrictStr, Field(min_length=1, max_length=MAX_KEY_CHARS), AfterValidator(_no_nul)],
+    key=Annotated[
+        StrictStr, Field(min_length=1, max_length=MAX_KEY_CHARS), AfterValidator(_no_nul)
+    ],
     value=Annotated[Any, AfterValidator(_scalar)],
 )
 _CANONICAL_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 Fast = _Kinds(
     uuid=Annotated[StrictStr, Field(pattern=_CANONICAL_UUID)],
     key=Annotated[StrictStr, Field(min_length=1, max_length=MAX_KEY_CHARS)],
-    value=Union[None, StrictBool, StrictInt, Annotated[StrictFloat, Field(allow_inf_nan=False)],
-                Annotated[StrictStr, Field(max_length=MAX_STRING_BYTES // 4)]],
+    value=None
+    | StrictBool
+    | StrictInt
+    | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+    | Annotated[StrictStr, Field(max_length=MAX_STRING_BYTES // 4)],
 )
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 
@@ -148,10 +163,13 @@ def _properties(kinds: _Kinds, most: int = MAX_PROPERTIES) -> Any:
 def _update(kinds: _Kinds, most: int = MAX_PROPERTIES, received_at: bool = True) -> Any:
     """A patch of one row: set keys, delete the keys whose value is null. On the update topic it
     may carry ``received_at``; an item of ``POST /v1/updates`` may not."""
-    fields = {"app_id": kinds.uuid, "subscription_id": kinds.uuid,
-              "properties": _properties(kinds, most)}
+    fields = {
+        "app_id": kinds.uuid,
+        "subscription_id": kinds.uuid,
+        "properties": _properties(kinds, most),
+    }
     if received_at:
-        fields["received_at"] = NotRequired[Optional[float]]
+        fields["received_at"] = NotRequired[float | None]
     return _shape("Update", fields)
 
 
@@ -174,29 +192,49 @@ class _TwoSpeed:
 PatchBody = _TwoSpeed(lambda k: _shape("PatchBody", {"properties": _properties(k)}))
 """Body of ``PATCH /v1/apps/{app_id}/subscriptions/{subscription_id}``."""
 
-BatchBody = _TwoSpeed(lambda k: Annotated[list[_update(k, received_at=False)],
-                                          Field(max_length=MAX_ITEMS)])
+BatchBody = _TwoSpeed(
+    lambda k: Annotated[list[_update(k, received_at=False)], Field(max_length=MAX_ITEMS)]  # type: ignore[misc]  # a shape built at run time
+)
 """Body of ``POST /v1/updates``: patches of rows."""
 
 _single = _TwoSpeed(_update)  # an update of the update topic: a record, or one of an update batch
-_update_batch = _TwoSpeed(lambda k: _shape("UpdateBatch", {
-    "format": Literal[UPDATES_FORMAT],
-    "updates": Annotated[list[_update(k)], Field(min_length=1, max_length=MAX_ITEMS)]}))
+_update_batch = _TwoSpeed(
+    lambda k: _shape(
+        "UpdateBatch",
+        {
+            "format": Literal[UPDATES_FORMAT],
+            "updates": Annotated[list[_update(k)], Field(min_length=1, max_length=MAX_ITEMS)],  # type: ignore[misc]  # a shape built at run time
+        },
+    )
+)
 
 
 def _entry_shape(kinds: _Kinds) -> Any:
     """One update of a batch record on the internal topic. ``u`` may be the fold of up to
     ``MAX_ITEMS`` updates of one row (one update batch), so it may set up to that many times
     ``MAX_PROPERTIES`` properties."""
-    return _shape("Entry", {"v": Annotated[int, Field(ge=0)], "p": Annotated[int, Field(ge=0)],
-                            "t": float, "u": _update(kinds, MAX_ITEMS * MAX_PROPERTIES),
-                            "tp": NotRequired[str]})
+    return _shape(
+        "Entry",
+        {
+            "v": Annotated[int, Field(ge=0)],
+            "p": Annotated[int, Field(ge=0)],
+            "t": float,
+            "u": _update(kinds, MAX_ITEMS * MAX_PROPERTIES),
+            "tp": NotRequired[str],
+        },
+    )
 
 
 _entry = _TwoSpeed(_entry_shape)
-_batch_record = _TwoSpeed(lambda k: _shape("BatchRecord", {
-    "format": Literal[BATCH_FORMAT],
-    "updates": Annotated[list[_entry_shape(k)], Field(min_length=1)]}))
+_batch_record = _TwoSpeed(
+    lambda k: _shape(
+        "BatchRecord",
+        {
+            "format": Literal[BATCH_FORMAT],
+            "updates": Annotated[list[_entry_shape(k)], Field(min_length=1)],  # type: ignore[misc]  # a shape built at run time
+        },
+    )
+)
 
 
 def updates_in(headers: Any) -> int:
@@ -232,11 +270,13 @@ def problems_of(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
                 where += f"[{part}]"
             else:
                 where += f".{part}" if where else str(part)
-        found.append({"where": where or "body", "problem": error["msg"].removeprefix("Value error, ")})
+        found.append(
+            {"where": where or "body", "problem": error["msg"].removeprefix("Value error, ")}
+        )
     return found
 
 
-def decode_update(raw: bytes) -> "SourceUpdate":
+def decode_update(raw: bytes) -> SourceUpdate:
     """Decode a record of the update topic that holds one update; raise InvalidEvent
     (undecodable/invalid)."""
     try:
@@ -244,30 +284,32 @@ def decode_update(raw: bytes) -> "SourceUpdate":
     except ValidationError as exc:
         reason = "undecodable" if exc.errors()[0]["type"] == "json_invalid" else "invalid"
         raise InvalidEvent(reason, problems_of(exc)) from None
-    return SourceUpdate(None, update["app_id"], update["subscription_id"], update["properties"], raw)
+    return SourceUpdate(
+        None, update["app_id"], update["subscription_id"], update["properties"], raw
+    )
 
 
 class Versioned(NamedTuple):
     """An update read from a batch record, with where it stands there and where it came from."""
 
-    index: int  # its place in the batch record
+    index: int  # type: ignore[assignment]  # its place in the batch record (shadows tuple.index)
     version: int  # its offset in the update topic
     source_partition: int
     received_at: float
     app_id: str  # canonical UUID text
     subscription_id: str
     properties: dict
-    trace: Optional[str]  # the ingest span's traceparent, if any
+    trace: str | None  # the ingest span's traceparent, if any
 
 
 class BadEntry(NamedTuple):
     """A part of a batch record that cannot be applied (``index`` None: the whole record)."""
 
-    index: Optional[int]
+    index: int | None  # type: ignore[assignment]  # shadows tuple.index, like each index below
     raw: bytes  # the update (the entry itself when it has none), as JSON
     error: InvalidEvent
-    version: Optional[int]
-    source_partition: Optional[int]
+    version: int | None
+    source_partition: int | None
 
 
 def _versioned(index: int, entry: dict) -> Versioned:
@@ -275,22 +317,36 @@ def _versioned(index: int, entry: dict) -> Versioned:
     received_at = update.get("received_at")
     if received_at is None:
         received_at = entry["t"]
-    return Versioned(index, entry["v"], entry["p"], received_at, update["app_id"],
-                     update["subscription_id"], update["properties"], entry.get("tp"))
+    return Versioned(
+        index,
+        entry["v"],
+        entry["p"],
+        received_at,
+        update["app_id"],
+        update["subscription_id"],
+        update["properties"],
+        entry.get("tp"),
+    )
 
 
 def _whole(raw: bytes, reason: str, where: str, problem: str) -> tuple[list, list[BadEntry]]:
     """A record that cannot be applied at all: one bad part, no updates."""
-    return [], [BadEntry(None, raw, InvalidEvent(reason, [{"where": where, "problem": problem}]),
-                         None, None)]
+    return [], [
+        BadEntry(
+            None, raw, InvalidEvent(reason, [{"where": where, "problem": problem}]), None, None
+        )
+    ]
 
 
-def _envelope(parsed: Any, format_: str, most: Optional[int] = None) -> bool:
+def _envelope(parsed: Any, format_: str, most: int | None = None) -> bool:
     """``parsed`` is ``{"format": format_, "updates": [1 to most items]}`` and nothing more."""
     updates = parsed.get("updates") if isinstance(parsed, dict) else None
-    return (isinstance(updates, list) and parsed.get("format") == format_
-            and set(parsed) == {"format", "updates"}
-            and (most is None or 1 <= len(updates) <= most))
+    return (
+        isinstance(updates, list)
+        and parsed.get("format") == format_
+        and set(parsed) == {"format", "updates"}
+        and (most is None or 1 <= len(updates) <= most)
+    )
 
 
 def decode_batch(raw: bytes) -> tuple[list[Versioned], list[BadEntry]]:
@@ -307,9 +363,13 @@ def decode_batch(raw: bytes) -> tuple[list[Versioned], list[BadEntry]]:
     except orjson.JSONDecodeError as exc:
         return _whole(raw, "undecodable", "body", f"not JSON: {exc}")
     if not _envelope(parsed, BATCH_FORMAT):
-        return _whole(raw, "invalid", "body",
-                      f"not a batch record of format {BATCH_FORMAT!r} (an object with exactly "
-                      f"'format' and a list 'updates')")
+        return _whole(
+            raw,
+            "invalid",
+            "body",
+            f"not a batch record of format {BATCH_FORMAT!r} (an object with exactly "
+            f"'format' and a list 'updates')",
+        )
     good, bad = [], []
     for index, item in enumerate(parsed["updates"]):
         encoded = orjson.dumps(item)
@@ -319,19 +379,22 @@ def decode_batch(raw: bytes) -> tuple[list[Versioned], list[BadEntry]]:
             fields = item if isinstance(item, dict) else {}
             update = fields.get("u")
             version, partition = fields.get("v"), fields.get("p")
-            bad.append(BadEntry(
-                index, orjson.dumps(update) if isinstance(update, dict) else encoded,
-                InvalidEvent("invalid", problems_of(exc, f"updates[{index}]")),
-                version if type(version) is int and version >= 0 else None,
-                partition if type(partition) is int and partition >= 0 else None,
-            ))
+            bad.append(
+                BadEntry(
+                    index,
+                    orjson.dumps(update) if isinstance(update, dict) else encoded,
+                    InvalidEvent("invalid", problems_of(exc, f"updates[{index}]")),
+                    version if type(version) is int and version >= 0 else None,
+                    partition if type(partition) is int and partition >= 0 else None,
+                )
+            )
     return good, bad
 
 
 class SourceUpdate(NamedTuple):
     """An update read from the update topic, in either form."""
 
-    index: Optional[int]  # its place in an update batch (None: the record is one update)
+    index: int | None  # type: ignore[assignment]  # its place in an update batch (None: one update)
     app_id: str  # canonical UUID text
     subscription_id: str
     properties: dict
@@ -344,9 +407,9 @@ _UPDATE_BATCH_START = b'{"format":"' + UPDATES_FORMAT.encode() + b'"'
 def decode_source(raw: bytes) -> tuple[list[SourceUpdate], list[BadEntry]]:
     """The updates of a record of the update topic (one update, or an update batch), and the
     parts that cannot be applied: a bad update inside a good batch costs only itself."""
-    not_an_update: Optional[InvalidEvent] = None
+    not_an_update: InvalidEvent | None = None
     if not raw.startswith(_UPDATE_BATCH_START):  # the API's update batches start so; others
-        try:                                       # try the single form first
+        try:  # try the single form first
             return [decode_update(raw)], []
         except InvalidEvent as exc:
             not_an_update = exc
@@ -356,42 +419,67 @@ def decode_source(raw: bytes) -> tuple[list[SourceUpdate], list[BadEntry]]:
         pass  # find out which parts are bad, below
     else:
         items = orjson.loads(raw)["updates"]
-        return [SourceUpdate(index, u["app_id"], u["subscription_id"], u["properties"],
-                             orjson.dumps(items[index]))
-                for index, u in enumerate(batch["updates"])], []
+        return [
+            SourceUpdate(
+                index,
+                u["app_id"],
+                u["subscription_id"],
+                u["properties"],
+                orjson.dumps(items[index]),
+            )
+            for index, u in enumerate(batch["updates"])
+        ], []
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if not_an_update is None:
-            not_an_update = InvalidEvent("undecodable", [{"where": "body",
-                                                          "problem": f"not JSON: {exc}"}])
+            not_an_update = InvalidEvent(
+                "undecodable", [{"where": "body", "problem": f"not JSON: {exc}"}]
+            )
         parsed = None
     if not isinstance(parsed, dict) or parsed.get("format") != UPDATES_FORMAT:
         if not_an_update is not None:  # a bad single update
             return [], [BadEntry(None, raw, not_an_update, None, None)]
-        return _whole(raw, "invalid", "format",  # e.g. a second "format" key
-                      f"must be {UPDATES_FORMAT!r} for an update batch")
+        return _whole(
+            raw,
+            "invalid",
+            "format",  # e.g. a second "format" key
+            f"must be {UPDATES_FORMAT!r} for an update batch",
+        )
     if not _envelope(parsed, UPDATES_FORMAT, MAX_ITEMS):
-        return _whole(raw, "invalid", "body", f"an update batch of format {UPDATES_FORMAT!r} is "
-                                              f"an object with exactly 'format' and a list of "
-                                              f"1 to {MAX_ITEMS} 'updates'")
+        return _whole(
+            raw,
+            "invalid",
+            "body",
+            f"an update batch of format {UPDATES_FORMAT!r} is "
+            f"an object with exactly 'format' and a list of "
+            f"1 to {MAX_ITEMS} 'updates'",
+        )
     good, bad = [], []
     for index, item in enumerate(parsed["updates"]):
         encoded = orjson.dumps(item)
         try:
             u = _single.validate_json(encoded)
         except ValidationError as exc:
-            bad.append(BadEntry(index, encoded,
-                                InvalidEvent("invalid", problems_of(exc, f"updates[{index}]")),
-                                None, None))
+            bad.append(
+                BadEntry(
+                    index,
+                    encoded,
+                    InvalidEvent("invalid", problems_of(exc, f"updates[{index}]")),
+                    None,
+                    None,
+                )
+            )
             continue
-        good.append(SourceUpdate(index, u["app_id"], u["subscription_id"], u["properties"],
-                                 encoded))
+        good.append(
+            SourceUpdate(index, u["app_id"], u["subscription_id"], u["properties"], encoded)
+        )
     return good, bad
 
 
-def decode_source_at(raw: bytes, partition: int,
-                     home: Callable[[str], int]) -> tuple[list[SourceUpdate], list[BadEntry]]:
+def decode_source_at(
+    raw: bytes, partition: int, home: Callable[[str], int]
+) -> tuple[list[SourceUpdate], list[BadEntry]]:
     """``decode_source`` of a record read on ``partition``: an update of an app whose partition
     (``home``, the layout's ``source_partition``) is another is bad too, as ``misrouted``."""
     updates, bad = decode_source(raw)
@@ -401,11 +489,24 @@ def decode_source_at(raw: bytes, partition: int,
         if partition == expected:
             routed.append(update)
             continue
-        bad.append(BadEntry(update.index, update.raw, InvalidEvent("misrouted", [{
-            "where": "partition",
-            "problem": f"app {update.app_id} belongs on partition {expected}, not {partition} "
-                       f"(produce through the API or its partitioner)",
-        }]), None, None))
+        bad.append(
+            BadEntry(
+                update.index,
+                update.raw,
+                InvalidEvent(
+                    "misrouted",
+                    [
+                        {
+                            "where": "partition",
+                            "problem": f"app {update.app_id} belongs on partition {expected}, "
+                            f"not {partition} (produce through the API or its partitioner)",
+                        }
+                    ],
+                ),
+                None,
+                None,
+            )
+        )
     return routed, bad
 
 
@@ -427,13 +528,21 @@ def fold_rows(updates: list[SourceUpdate]) -> list[SourceUpdate]:
         for part in parts:
             properties.update(part.properties)
         received_at = orjson.loads(parts[-1].raw).get("received_at")
-        folded.append(SourceUpdate(parts[-1].index, app_id, subscription_id, properties,
-                                   encode_update(app_id, subscription_id, properties, received_at)))
+        folded.append(
+            SourceUpdate(
+                parts[-1].index,
+                app_id,
+                subscription_id,
+                properties,
+                encode_update(app_id, subscription_id, properties, received_at),
+            )
+        )
     return folded
 
 
-def encode_update(app_id: str, subscription_id: str, properties: dict,
-                  received_at: Optional[float]) -> bytes:
+def encode_update(
+    app_id: str, subscription_id: str, properties: dict, received_at: float | None
+) -> bytes:
     return orjson.dumps(
         {
             "app_id": app_id,
@@ -444,14 +553,24 @@ def encode_update(app_id: str, subscription_id: str, properties: dict,
     )
 
 
-def batch_entry(version: int, source_partition: int, timestamp: float, update: bytes,
-                trace: Optional[bytes] = None) -> bytes:
+def batch_entry(
+    version: int,
+    source_partition: int,
+    timestamp: float,
+    update: bytes,
+    trace: bytes | None = None,
+) -> bytes:
     """One entry of a batch record. ``update`` is the source record's value, which the caller
     has decoded (``decode_update``): it is a JSON object and goes in as it is."""
     if trace is None:
         return b'{"v":%d,"p":%d,"t":%.3f,"u":%b}' % (version, source_partition, timestamp, update)
     return b'{"v":%d,"p":%d,"t":%.3f,"u":%b,"tp":%b}' % (
-        version, source_partition, timestamp, update, orjson.dumps(trace.decode("ascii", "replace")))
+        version,
+        source_partition,
+        timestamp,
+        update,
+        orjson.dumps(trace.decode("ascii", "replace")),
+    )
 
 
 def batch_record(entries: list[bytes]) -> bytes:

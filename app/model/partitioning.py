@@ -1,7 +1,8 @@
 """Shard and partition of a key: pure functions, pinned by golden-value tests.
 
-Layout (contract, see design.md): both topics have P partitions, P divisible by the number of
-shards S, laid out in contiguous blocks of P // S partitions per shard::
+Layout (a contract: changing it moves apps between partitions): both topics have P partitions,
+P divisible by the number of shards S, laid out in contiguous blocks of P // S partitions per
+shard::
 
     partition = shard * (P // S) + murmur2(key) % (P // S)
 
@@ -15,7 +16,8 @@ key, paid twice per update on the hot path.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from murmurhash2 import murmurhash2
 

@@ -14,18 +14,18 @@ The log end offset comes from fetch responses (the high watermark), never from L
 from __future__ import annotations
 
 from collections import deque
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 
 class PartitionLag(NamedTuple):
     topic: str
     partition: int
-    end: Optional[int]  # log end offset (high watermark); None until first fetched
-    committed: Optional[int]  # the group's committed offset; None if it never committed
-    oldest: Optional[float]  # timestamp (s) of the message at the committed offset, if known
+    end: int | None  # log end offset (high watermark); None until first fetched
+    committed: int | None  # the group's committed offset; None if it never committed
+    oldest: float | None  # timestamp (s) of the message at the committed offset, if known
     owner: str = ""  # the worker that owns the partition
     reported_at: float = 0.0
-    updates: Optional[int] = None  # updates the waiting records hold (None: one per record)
+    updates: int | None = None  # updates the waiting records hold (None: one per record)
 
     @property
     def message_lag(self) -> int:
@@ -64,8 +64,16 @@ def per_shard_totals(lags: list[PartitionLag], shard_of, now: float) -> list[dic
     totals: dict[tuple[str, int], dict] = {}
     for lag in lags:
         key = (lag.topic, shard_of(lag.partition))
-        entry = totals.setdefault(key, {"topic": key[0], "shard": key[1], "message_lag": 0,
-                                        "waiting_updates": 0, "time_lag_seconds": 0.0})
+        entry = totals.setdefault(
+            key,
+            {
+                "topic": key[0],
+                "shard": key[1],
+                "message_lag": 0,
+                "waiting_updates": 0,
+                "time_lag_seconds": 0.0,
+            },
+        )
         entry["message_lag"] += lag.message_lag
         entry["waiting_updates"] += lag.waiting_updates
         entry["time_lag_seconds"] = max(entry["time_lag_seconds"], round(lag.time_lag(now), 3))
@@ -83,7 +91,7 @@ class UpdateCounts:
     def __init__(self) -> None:
         self._records: deque[tuple[int, int, float]] = deque()  # (offset, updates, timestamp s)
         self._total = 0  # updates in _records
-        self._next: Optional[int] = None  # the offset after the last one counted
+        self._next: int | None = None  # the offset after the last one counted
 
     def resume_at(self, committed: int) -> int:
         """Where to read on from: after the last record counted, or the committed offset."""
@@ -97,7 +105,7 @@ class UpdateCounts:
         self._total += updates
         self._next = offset + 1
 
-    def oldest(self, committed: int) -> Optional[float]:
+    def oldest(self, committed: int) -> float | None:
         """The timestamp of the record at the committed offset, if it was counted."""
         self._prune(committed)
         return self._records[0][2] if self._records else None

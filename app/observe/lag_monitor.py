@@ -9,8 +9,8 @@ the fetch response carries the high watermark (the log end offset), and the firs
 is the oldest message not yet committed (its timestamp gives the time lag). This works the same
 whether the partition is flowing, idle, or paused by a held shard. Records may hold many updates
 (batch records, update batches), so the monitor counts the updates the waiting records hold from
-their ``rowstream-updates`` header (``app.observe.lag.UpdateCounts``): each round reads one fetch per
-partition (at most 64 KiB) on from where the last round stopped, so each record is read at most
+their ``rowstream-updates`` header (``app.observe.lag.UpdateCounts``): each round reads one fetch
+per partition (at most 64 KiB) on from where the last round stopped, so each record is read at most
 once and a round's cost does not grow with the traffic; records not read yet count at the
 average of those counted (exact whenever the waiting records were all read, e.g. a held shard's
 modest backlog).
@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Optional
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -52,18 +52,19 @@ class LagMonitor(Service):
         self.app, self.topics, self.settings = app, topics, settings
         self.interval = settings.lag_interval
         self.latest: dict[TopicPartition, PartitionLag] = {}
-        self.last_success: Optional[float] = None
+        self.last_success: float | None = None
         self.failing = False  # the last round failed (logged once until one succeeds)
-        self._side: Optional[AIOKafkaConsumer] = None
+        self._side: AIOKafkaConsumer | None = None
         self._assigned: set[TopicPartition] = set()
-        self._broker_committed: dict[TopicPartition, Optional[int]] = {}
-        self._round: Optional[asyncio.Future] = None  # the lag round in progress
+        self._broker_committed: dict[TopicPartition, int | None] = {}
+        self._round: asyncio.Future | None = None  # the lag round in progress
         self._counts: dict[TopicPartition, UpdateCounts] = {}  # updates the records hold
 
     def _new_side_consumer(self) -> AIOKafkaConsumer:
         settings = self.settings
         return side_consumer(
-            settings.broker, f"{settings.group_id}-lag-monitor",
+            settings.broker,
+            f"{settings.group_id}-lag-monitor",
             settings.group_id,  # to read the group's committed offsets
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=64 * 1024,
@@ -92,7 +93,8 @@ class LagMonitor(Service):
         if self.should_stop:
             return
         self._round = asyncio.ensure_future(
-            asyncio.wait_for(self.refresh(), timeout=max(10.0, 3 * self.interval)))
+            asyncio.wait_for(self.refresh(), timeout=max(10.0, 3 * self.interval))
+        )
         try:
             await self._round
         except asyncio.CancelledError:
@@ -101,13 +103,16 @@ class LagMonitor(Service):
             raise
         except NotReady:
             pass  # the worker is starting or stopping: its producer is not running
-        except (KafkaError, ConsumerStoppedError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, ConsumerStoppedError, OSError) as exc:
             # ConsumerStoppedError is no KafkaError: the offsets client stopped under the round
             if self.should_stop:
                 return
             if not self.failing:
-                log.warning("lag refresh failed: %r (the worker reports not ready until it works "
-                            "again; repeats are not logged)", exc)
+                log.warning(
+                    "lag refresh failed: %r (the worker reports not ready until it works "
+                    "again; repeats are not logged)",
+                    exc,
+                )
             self.failing = True
         else:
             if self.failing:
@@ -158,8 +163,9 @@ class LagMonitor(Service):
         fetched: set[TopicPartition] = set()  # read once this round: a round's budget
 
         def finished(tp: TopicPartition) -> bool:
-            return polled(tp) and (tp in fetched or self._counts[tp].resume_at(starts[tp])
-                                   >= (side.highwater(tp) or 0))
+            return polled(tp) and (
+                tp in fetched or self._counts[tp].resume_at(starts[tp]) >= (side.highwater(tp) or 0)
+            )
 
         reading = owned
         deadline = time.monotonic() + max(2.0, self.interval)
@@ -171,8 +177,11 @@ class LagMonitor(Service):
                     if records:
                         fetched.add(tp)
                     for record in records:
-                        counts.add(record.offset, events.updates_in(record.headers),
-                                   record.timestamp / 1000.0)
+                        counts.add(
+                            record.offset,
+                            events.updates_in(record.headers),
+                            record.timestamp / 1000.0,
+                        )
                 done = [tp for tp in reading if finished(tp)]
                 if done:
                     side.pause(*done)
@@ -186,9 +195,16 @@ class LagMonitor(Service):
         self.latest = {}
         for tp in owned:
             end, counts = side.highwater(tp), self._counts[tp]
-            self.latest[tp] = PartitionLag(tp.topic, tp.partition, end, committed[tp],
-                                           counts.oldest(starts[tp]), owner, now,
-                                           counts.waiting(starts[tp], end or 0))
+            self.latest[tp] = PartitionLag(
+                tp.topic,
+                tp.partition,
+                end,
+                committed[tp],
+                counts.oldest(starts[tp]),
+                owner,
+                now,
+                counts.waiting(starts[tp], end or 0),
+            )
         for tp, lag in self.latest.items():
             labels = (self.settings.unprefixed(tp.topic), str(tp.partition))
             metrics.MESSAGE_LAG.labels(*labels).set(lag.message_lag)
@@ -197,20 +213,25 @@ class LagMonitor(Service):
         self.last_success = now
         await self._share()
 
-    async def _committed(self, owned: list[TopicPartition]) -> dict[TopicPartition, Optional[int]]:
+    async def _committed(self, owned: list[TopicPartition]) -> dict[TopicPartition, int | None]:
         """The group's committed offsets: the newer of this worker's own last commit (as Faust's
         monitor saw it) and what the broker said when the partition was assigned here (asked once
-        per assignment, see app.kafka.offsets). Committed offsets only grow, so the newer of two true
-        values is current."""
-        own_commits = {(tp.topic, tp.partition): offset
-                       for tp, offset in self.app.monitor.tp_committed_offsets.items()}
-        result: dict[TopicPartition, Optional[int]] = {}
+        per assignment, see app.kafka.offsets). Committed offsets only grow, so the newer of two
+        true values is current."""
+        own_commits = {
+            (tp.topic, tp.partition): offset
+            for tp, offset in self.app.monitor.tp_committed_offsets.items()
+        }
+        result: dict[TopicPartition, int | None] = {}
         unknown = [tp for tp in owned if tp not in self._broker_committed]
         if unknown:
             self._broker_committed.update(await self.app.group_offsets.committed(unknown))
         for tp in owned:
-            known = [o for o in (own_commits.get((tp.topic, tp.partition)),
-                                 self._broker_committed[tp]) if o is not None]
+            known = [
+                o
+                for o in (own_commits.get((tp.topic, tp.partition)), self._broker_committed[tp])
+                if o is not None
+            ]
             result[tp] = max(known) if known else None
         return result
 

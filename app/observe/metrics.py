@@ -1,4 +1,4 @@
-"""Every Prometheus metric of rowstream, defined once (names are a contract: design.md "Metrics").
+"""Every Prometheus metric of rowstream, defined once (names are a contract: docs/operating.md).
 
 Served at ``GET /metrics`` on every worker. Lag gauges cover the partitions this worker owns;
 sum or max them across workers (each partition has exactly one owner at a time).
@@ -14,55 +14,65 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 MESSAGE_LAG = Gauge(
     "rowstream_message_lag",
     "Log end offset minus the group's committed offset, per partition this worker owns.",
-    ["topic", "partition"], registry=REGISTRY,
+    ["topic", "partition"],
+    registry=REGISTRY,
 )
 WAITING_UPDATES = Gauge(
     "rowstream_waiting_updates",
     "Updates held by the records counted in rowstream_message_lag (batch records and update "
     "batches hold many), per partition this worker owns.",
-    ["topic", "partition"], registry=REGISTRY,
+    ["topic", "partition"],
+    registry=REGISTRY,
 )
 TIME_LAG = Gauge(
     "rowstream_time_lag_seconds",
     "Now minus the timestamp of the oldest message not yet committed (0 when none waits).",
-    ["topic", "partition"], registry=REGISTRY,
+    ["topic", "partition"],
+    registry=REGISTRY,
 )
 ROWS_WRITTEN = Counter(
     "rowstream_shard_rows_written",
     "Rows changed in the shard (rows whose stored version was newer are not counted).",
-    ["shard"], registry=REGISTRY,
+    ["shard"],
+    registry=REGISTRY,
 )
 EVENTS_COALESCED = Counter(
     "rowstream_shard_events_coalesced",
     "Events folded into another event of the same row in a batch.",
-    ["shard"], registry=REGISTRY,
+    ["shard"],
+    registry=REGISTRY,
 )
 WRITE_SECONDS = Histogram(
     "rowstream_shard_write_seconds",
     "Time to write one batch to the shard, retries included.",
-    ["shard"], registry=REGISTRY,
+    ["shard"],
+    registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 BATCH_SIZE = Histogram(
     "rowstream_shard_batch_size",
     "Events in one batch written to the shard.",
-    ["shard"], registry=REGISTRY,
+    ["shard"],
+    registry=REGISTRY,
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
 )
 SHARD_ERRORS = Counter(
     "rowstream_shard_errors",
     "Failed writes to the shard, by kind: transient (retried) or rejected (dead-lettered).",
-    ["shard", "kind"], registry=REGISTRY,
+    ["shard", "kind"],
+    registry=REGISTRY,
 )
 SHARD_UP = Gauge(
     "rowstream_shard_up",
     "1 when the last write to or ping of the shard succeeded, 0 when it failed.",
-    ["shard"], registry=REGISTRY,
+    ["shard"],
+    registry=REGISTRY,
 )
 INGEST_REQUESTS = Counter(
     "rowstream_ingest_requests",
     "HTTP write and read requests of the API, by response status.",
-    ["status"], registry=REGISTRY,
+    ["status"],
+    registry=REGISTRY,
 )
 INGEST_EVENTS = Counter(
     "rowstream_ingest_events",
@@ -72,13 +82,15 @@ INGEST_EVENTS = Counter(
 DEAD_LETTERS = Counter(
     "rowstream_dead_letters",
     "Events sent to the dead-letter topic, by reason.",
-    ["reason"], registry=REGISTRY,
+    ["reason"],
+    registry=REGISTRY,
 )
 READ_AGAIN = Counter(
     "rowstream_consumer_skips",
     "Times the consumer delivered a record past one it had skipped, and the agent read the "
     "partition again from the skipped one (see app/kafka/ordering.py), by topic.",
-    ["topic"], registry=REGISTRY,
+    ["topic"],
+    registry=REGISTRY,
 )
 FORWARD_FAILURES = Counter(
     "rowstream_forward_failures",

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 HEADER = "traceparent"
 MAX_LINKS = 128  # OpenTelemetry's default span link limit: the first 128 events of a batch
@@ -55,7 +56,7 @@ def disable() -> None:
 
 
 @contextlib.contextmanager
-def ingest(updates: int) -> Iterator[Optional[list[tuple[str, bytes]]]]:
+def ingest(updates: int) -> Iterator[list[tuple[str, bytes]] | None]:
     """A span around one accepted request; yields the Kafka headers that carry its context
     (``None`` when tracing is off)."""
     if _tracer is None:
@@ -68,7 +69,7 @@ def ingest(updates: int) -> Iterator[Optional[list[tuple[str, bytes]]]]:
         yield [(HEADER, carrier[HEADER].encode())] if HEADER in carrier else None
 
 
-def header_of(headers: Any) -> Optional[bytes]:
+def header_of(headers: Any) -> bytes | None:
     """The trace context among a record's headers, if it carries one."""
     for name, value in headers or ():
         if name == HEADER:
@@ -76,8 +77,9 @@ def header_of(headers: Any) -> Optional[bytes]:
     return None
 
 
-def batch_written(shard: int, seconds: float, coalesced: int,
-                  events: Sequence[tuple[Any, float]]) -> None:
+def batch_written(
+    shard: int, seconds: float, coalesced: int, events: Sequence[tuple[Any, float]]
+) -> None:
     """Record one span for a batch write that took ``seconds`` and just ended. ``events`` are
     ``(message headers, produce timestamp in s)`` of the batch's events."""
     if _tracer is None:
@@ -89,13 +91,17 @@ def batch_written(shard: int, seconds: float, coalesced: int,
     for headers, _ in events[:MAX_LINKS]:
         value = dict(headers or ()).get(HEADER)
         if value:
-            context = get_current_span(_propagator.extract({HEADER: value.decode()})).get_span_context()
+            context = get_current_span(
+                _propagator.extract({HEADER: value.decode()})
+            ).get_span_context()
             if context.is_valid:
                 links.append(Link(context))
     queued = [now - produced for _, produced in events]
     end_ns = time.time_ns()
     span = _tracer.start_span(
-        "rowstream.write", links=links, start_time=end_ns - int(seconds * 1e9),
+        "rowstream.write",
+        links=links,
+        start_time=end_ns - int(seconds * 1e9),
         attributes={
             "rowstream.shard": shard,
             "rowstream.batch_size": len(events),

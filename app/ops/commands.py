@@ -16,20 +16,21 @@ import asyncio
 import os
 import sys
 import time
-from typing import Any, AsyncIterator, Optional
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaProducer
 import click
 import orjson
+from aiokafka import AIOKafkaProducer
 from faust.cli import argument, option
 
 from app.ingest import auth
-from app.model import events
-from app.kafka.topics import DEAD_LETTERS, INTERNAL, UPDATES
 from app.kafka.topic_setup import TopicError, bootstrap_servers, ensure_topics
-from app.ops.inspection import Filter, Seen, parse_time, top_talkers, unbatch
+from app.kafka.topics import DEAD_LETTERS, INTERNAL, UPDATES
 from app.main import app, layout, settings, topics
+from app.model import events
+from app.ops.inspection import Filter, Seen, parse_time, top_talkers, unbatch
 from app.ops.reader import ReadError, read
 from app.ops.render import table
 
@@ -44,33 +45,62 @@ def wanted_topics() -> dict[str, int]:
     return wanted
 
 
+def timeout_option(default: float) -> Any:
+    return option(
+        "--timeout",
+        type=float,
+        default=default,
+        show_default=True,
+        help="stop reading after this many seconds",
+    )
+
+
 @app.command()
 async def create_topics(self: Any) -> None:
     """Create rowstream's topics with ROWSTREAM_PARTITIONS partitions (run before any worker)."""
     try:
         created = await asyncio.wait_for(
-            ensure_topics(settings.broker, wanted_topics(), settings.replication,
-                          configs={"max.message.bytes": str(events.MAX_RECORD_BYTES)}), 60
+            ensure_topics(
+                settings.broker,
+                wanted_topics(),
+                settings.replication,
+                configs={"max.message.bytes": str(events.MAX_RECORD_BYTES)},
+            ),
+            60,
         )
-    except (TopicError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, TopicError) as exc:
         raise self.UsageError(str(exc) or "timed out talking to the broker") from None
     self.say(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else ""))
 
 
-def _window(self: Any, since: Optional[str], until: Optional[str]) -> tuple[Optional[float], Optional[float]]:
+def _window(self: Any, since: str | None, until: str | None) -> tuple[float | None, float | None]:
     now = time.time()
     try:
-        return (parse_time(since, now) if since else None, parse_time(until, now) if until else None)
+        return (
+            parse_time(since, now) if since else None,
+            parse_time(until, now) if until else None,
+        )
     except ValueError as exc:
         raise self.UsageError(str(exc)) from None
 
 
-async def _records(self: Any, topic: str, since: Optional[float], offset: Optional[int],
-                   partition: Optional[int], timeout: float) -> AsyncIterator[Seen]:
+async def _records(
+    self: Any,
+    topic: str,
+    since: float | None,
+    offset: int | None,
+    partition: int | None,
+    timeout: float,
+) -> AsyncIterator[Seen]:
     try:
-        async for seen in read(settings.broker, settings.topic(TOPICS[topic]), since=since,
-                               offset=offset, timeout=timeout,
-                               partitions=None if partition is None else [partition]):
+        async for seen in read(
+            settings.broker,
+            settings.topic(TOPICS[topic]),
+            since=since,
+            offset=offset,
+            timeout=timeout,
+            partitions=None if partition is None else [partition],
+        ):
             yield seen
     except ReadError as exc:
         raise self.UsageError(str(exc)) from None
@@ -79,6 +109,7 @@ async def _records(self: Any, topic: str, since: Optional[float], offset: Option
 def _interrupted(fun):
     """A usage error ends the command with one line and exit code 2, Ctrl-C quietly with what
     it printed so far (the async body runs inside a mode worker, which would log a traceback)."""
+
     async def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
         try:
             await fun(self, *args, **kwargs)
@@ -88,30 +119,46 @@ def _interrupted(fun):
         except (KeyboardInterrupt, asyncio.CancelledError):
             print("interrupted", file=sys.stderr, flush=True)
             os._exit(130)
+
     wrapper.__name__, wrapper.__doc__ = fun.__name__, fun.__doc__
     return wrapper
 
 
 @app.command(
-    option("--topic", default="updates", show_default=True,
-           help="which topic: updates, internal or dead-letters"),
+    option(
+        "--topic",
+        default="updates",
+        show_default=True,
+        help="which topic: updates, internal or dead-letters",
+    ),
     option("--since", help="start at this time: 15m, 2h (ago) or ISO-8601; default: the beginning"),
     option("--until", help="stop at this time (same forms as --since)"),
-    option("--offset", type=int, help="start at this offset in each partition (instead of --since)"),
+    option(
+        "--offset", type=int, help="start at this offset in each partition (instead of --since)"
+    ),
     option("--partition", type=int, help="read only this partition"),
     option("--app", "app_id", help="only this app ID"),
     option("--subscription", "subscription_id", help="only this subscription ID"),
     option("--key", "property_key", help="only updates that set or delete this property"),
     option("--reason", help="dead letters only: undecodable, invalid, misrouted or rejected"),
     option("--limit", type=int, default=100, show_default=True, help="print at most this many"),
-    option("--timeout", type=float, default=30.0, show_default=True,
-           help="stop reading after this many seconds"),
+    timeout_option(30.0),
 )
 @_interrupted
-async def inspect(self: Any, topic: str, since: Optional[str], until: Optional[str],
-                  offset: Optional[int], partition: Optional[int], app_id: Optional[str],
-                  subscription_id: Optional[str], property_key: Optional[str],
-                  reason: Optional[str], limit: int, timeout: float) -> None:
+async def inspect(
+    self: Any,
+    topic: str,
+    since: str | None,
+    until: str | None,
+    offset: int | None,
+    partition: int | None,
+    app_id: str | None,
+    subscription_id: str | None,
+    property_key: str | None,
+    reason: str | None,
+    limit: int,
+    timeout: float,
+) -> None:
     """Print records of a rowstream topic as JSON lines, filtered, bounded by --limit/--timeout
     (a record holding many updates: one line per update, with its index)."""
     if topic not in TOPICS:
@@ -140,19 +187,23 @@ async def inspect(self: Any, topic: str, since: Optional[str], until: Optional[s
     option("--until", help="end of the range (default: now)"),
     option("--window", type=float, default=60.0, show_default=True, help="window length, seconds"),
     option("--top", type=int, default=10, show_default=True, help="how many apps and rows"),
-    option("--timeout", type=float, default=60.0, show_default=True,
-           help="stop reading after this many seconds"),
+    timeout_option(60.0),
 )
 @_interrupted
-async def traffic(self: Any, since: str, until: Optional[str], window: float, top: int,
-                  timeout: float) -> None:
+async def traffic(
+    self: Any, since: str, until: str | None, window: float, top: int, timeout: float
+) -> None:
     """Top apps and rows by events in the update topic over a time range (who floods whom)."""
     if window <= 0 or top < 1:
         raise self.UsageError("--window must be positive and --top at least 1")
     start, end = _window(self, since, until)
     wanted = Filter(since=start, until=end)
-    seen = [s async for record in _records(self, "updates", start, None, None, timeout)
-            for s in unbatch(record) if wanted.matches(s)]
+    seen = [
+        s
+        async for record in _records(self, "updates", start, None, None, timeout)
+        for s in unbatch(record)
+        if wanted.matches(s)
+    ]
     apps, rows, total = top_talkers(seen, window, top)
     if not total:
         print("no updates in that range")
@@ -168,19 +219,20 @@ async def traffic(self: Any, since: str, until: Optional[str], window: float, to
     option("--api-key", help="an unscoped API key (default: the first one in ROWSTREAM_API_KEYS)"),
 )
 @_interrupted
-async def lag(self: Any, url: Optional[str], api_key: Optional[str]) -> None:
+async def lag(self: Any, url: str | None, api_key: str | None) -> None:
     """Print the cluster's message lag and time lag per partition and shard (GET /lag/)."""
     base = (url or f"http://127.0.0.1:{settings.web_port}").rstrip("/")
     key = api_key or next((k for k, apps in settings.scoped_keys if apps is None), "")
     headers = {"Authorization": f"Bearer {key}"}
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15),
-                                         headers=headers) as session:
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=15), headers=headers
+        ) as session:
             async with session.get(f"{base}/lag/?format=text") as response:
                 body = await response.text()
                 if response.status != 200:
                     raise self.UsageError(f"{base}/lag/ answered {response.status}: {body[:200]}")
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         raise self.UsageError(f"cannot reach a worker at {base}: {exc!r}") from None
     print(body, end="")
 
@@ -191,16 +243,28 @@ async def lag(self: Any, url: Optional[str], api_key: Optional[str]) -> None:
     option("--app", "app_id", help="only this app ID"),
     option("--since", help="only dead letters since: 15m, 2h or ISO"),
     option("--limit", type=int, default=1000, show_default=True, help="redrive at most this many"),
-    option("--dry-run", is_flag=True, default=False, help="say what would be redriven; send nothing"),
-    option("--timeout", type=float, default=60.0, show_default=True,
-           help="stop reading after this many seconds"),
-    option("--api-key", help="required: an unscoped key of ROWSTREAM_API_KEYS (a redrive writes "
-                             "updates of any app, like the API)"),
+    option(
+        "--dry-run", is_flag=True, default=False, help="say what would be redriven; send nothing"
+    ),
+    timeout_option(60.0),
+    option(
+        "--api-key",
+        help="required: an unscoped key of ROWSTREAM_API_KEYS (a redrive writes "
+        "updates of any app, like the API)",
+    ),
 )
 @_interrupted
-async def dlq(self: Any, action: str, reason: Optional[str], app_id: Optional[str],
-              since: Optional[str], limit: int, dry_run: bool, timeout: float,
-              api_key: Optional[str]) -> None:
+async def dlq(
+    self: Any,
+    action: str,
+    reason: str | None,
+    app_id: str | None,
+    since: str | None,
+    limit: int,
+    dry_run: bool,
+    timeout: float,
+    api_key: str | None,
+) -> None:
     """Dead-letter actions. `dlq redrive`: send matching dead letters back to the update topic.
 
     Only letters that are valid updates now are sent (to their app's partition, with a new
@@ -218,33 +282,47 @@ async def dlq(self: Any, action: str, reason: Optional[str], app_id: Optional[st
 
     start, _ = _window(self, since, None)
     wanted = Filter(app_id=app_id, reason=reason, since=start)
-    letters = [s async for s in _records(self, "dead-letters", start, None, None, timeout)
-               if wanted.matches(s)][:limit]
+    letters = [
+        s
+        async for s in _records(self, "dead-letters", start, None, None, timeout)
+        if wanted.matches(s)
+    ][:limit]
     ready, still_bad = [], 0
     for letter in letters:
         try:
             update = events.decode_update(letter.value or b"")
         except events.InvalidEvent as exc:
             still_bad += 1
-            print(f"skip {letter.partition}@{letter.offset}: still {exc.reason}: {exc}", file=sys.stderr)
+            print(
+                f"skip {letter.partition}@{letter.offset}: still {exc.reason}: {exc}",
+                file=sys.stderr,
+            )
             continue
         ready.append(update)
     if dry_run or not ready:
         print(f"{len(ready)} dead letter(s) would be redriven; {still_bad} still invalid")
         return
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker), acks="all",
-                                enable_idempotence=False, max_request_size=events.MAX_RECORD_BYTES)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(settings.broker),
+        acks="all",
+        enable_idempotence=False,
+        max_request_size=events.MAX_RECORD_BYTES,
+    )
     await producer.start()
     try:
         sent = []
         for update in ready:  # in dead-letter order, which is per-app source order
             app_key = str(update.app_id)
-            sent.append(await producer.send(
-                settings.topic(TOPICS["updates"]),
-                events.encode_update(app_key, str(update.subscription_id), update.properties,
-                                     time.time()),
-                key=app_key.encode(), partition=layout.source_partition(app_key),
-            ))
+            sent.append(
+                await producer.send(
+                    settings.topic(TOPICS["updates"]),
+                    events.encode_update(
+                        app_key, str(update.subscription_id), update.properties, time.time()
+                    ),
+                    key=app_key.encode(),
+                    partition=layout.source_partition(app_key),
+                )
+            )
         await asyncio.gather(*sent)
     finally:
         await producer.stop()

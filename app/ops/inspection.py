@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import re
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
-from typing import Any, Iterable, NamedTuple, Optional
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -31,9 +32,11 @@ def parse_time(text: str, now: float) -> float:
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{text!r} is neither a duration like 15m / 2h / 30s nor an ISO time") from None
+        raise ValueError(
+            f"{text!r} is neither a duration like 15m / 2h / 30s nor an ISO time"
+        ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -42,13 +45,13 @@ class Seen(NamedTuple):
     partition: int
     offset: int
     timestamp: float  # seconds
-    key: Optional[bytes]
-    value: Optional[bytes]
+    key: bytes | None
+    value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
-    index: Optional[int] = None  # an update's place in a batch record of the internal topic
+    index: int | None = None  # type: ignore[assignment]  # its place in a batch record
 
     @property
-    def body(self) -> Optional[dict]:
+    def body(self) -> dict | None:
         """The value as a JSON object, or None when it is not one."""
         try:
             decoded = orjson.loads(self.value or b"")
@@ -63,7 +66,7 @@ class Seen(NamedTuple):
             "partition": self.partition,
             "offset": self.offset,
             **({} if self.index is None else {"index": self.index}),
-            "timestamp": datetime.fromtimestamp(self.timestamp, timezone.utc).isoformat(),
+            "timestamp": datetime.fromtimestamp(self.timestamp, UTC).isoformat(),
             "key": (self.key or b"").decode(errors="replace"),
         }
         if body is not None:
@@ -81,16 +84,19 @@ def unbatch(seen: Seen) -> list[Seen]:
     any other record as it is."""
     body = seen.body
     updates = body.get("updates") if body is not None and "format" in body else None
-    if not isinstance(updates, list):
+    if body is None or not isinstance(updates, list):
         return [seen]
     if body.get("format") == UPDATES_FORMAT:  # an update batch: its entries are updates
-        return [seen._replace(value=orjson.dumps(entry), index=index)
-                for index, entry in enumerate(updates)]
+        return [
+            seen._replace(value=orjson.dumps(entry), index=index)
+            for index, entry in enumerate(updates)
+        ]
     found = []
     for index, entry in enumerate(updates):
         if isinstance(entry, dict) and isinstance(entry.get("u"), dict):
-            value = orjson.dumps({**entry["u"], "version": entry.get("v"),
-                                  "source_partition": entry.get("p")})
+            value = orjson.dumps(
+                {**entry["u"], "version": entry.get("v"), "source_partition": entry.get("p")}
+            )
         else:
             value = orjson.dumps(entry)
         found.append(seen._replace(value=value, index=index))
@@ -98,19 +104,22 @@ def unbatch(seen: Seen) -> list[Seen]:
 
 
 class Filter(NamedTuple):
-    app_id: Optional[str] = None
-    subscription_id: Optional[str] = None
-    property_key: Optional[str] = None
-    reason: Optional[str] = None  # dead letters only
-    since: Optional[float] = None
-    until: Optional[float] = None
+    app_id: str | None = None
+    subscription_id: str | None = None
+    property_key: str | None = None
+    reason: str | None = None  # dead letters only
+    since: float | None = None
+    until: float | None = None
 
     def matches(self, seen: Seen) -> bool:
         if self.since is not None and seen.timestamp < self.since:
             return False
         if self.until is not None and seen.timestamp > self.until:
             return False
-        if self.reason is not None and dict(seen.headers).get("rowstream-reason") != self.reason.encode():
+        if (
+            self.reason is not None
+            and dict(seen.headers).get("rowstream-reason") != self.reason.encode()
+        ):
             return False
         if self.app_id or self.subscription_id or self.property_key:
             body = seen.body or {}
@@ -134,7 +143,9 @@ class Talker(NamedTuple):
     share: float  # of all events in the range
 
 
-def top_talkers(records: Iterable[Seen], window: float, top: int) -> tuple[list[Talker], list[Talker], int]:
+def top_talkers(
+    records: Iterable[Seen], window: float, top: int
+) -> tuple[list[Talker], list[Talker], int]:
     """The apps and the rows with the most events, and their busiest window: who floods whom."""
     apps: Counter = Counter()
     rows: Counter = Counter()
@@ -158,7 +169,7 @@ def top_talkers(records: Iterable[Seen], window: float, top: int) -> tuple[list[
         out = []
         for who, events in counts.most_common(top):
             bucket, peak = windows[who].most_common(1)[0]
-            start = datetime.fromtimestamp(bucket * window, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            start = datetime.fromtimestamp(bucket * window, UTC).strftime("%Y-%m-%d %H:%M:%S")
             out.append(Talker(who, events, peak, start, round(events / total, 4)))
         return out
 

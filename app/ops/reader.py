@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import AsyncIterator, Optional
+from collections.abc import AsyncIterator
 
 from aiokafka import TopicPartition
 
@@ -26,9 +26,9 @@ async def read(
     broker: str,
     topic: str,
     *,
-    since: Optional[float] = None,
-    offset: Optional[int] = None,
-    partitions: Optional[list[int]] = None,
+    since: float | None = None,
+    offset: int | None = None,
+    partitions: list[int] | None = None,
     timeout: float = 30.0,
     progress: bool = True,
 ) -> AsyncIterator[Seen]:
@@ -37,20 +37,22 @@ async def read(
     consumer = side_consumer(broker, "rowstream-inspect", auto_offset_reset="earliest")
     try:
         await asyncio.wait_for(consumer.start(), 15)
-    except (asyncio.TimeoutError, OSError, Exception) as exc:
+    except (TimeoutError, OSError, Exception) as exc:
         await consumer.stop()
         raise ReadError(f"cannot reach the broker at {broker}: {exc!r}") from None
     try:
         known = consumer.partitions_for_topic(topic)
         if not known:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - first look-up
+            await consumer._client.force_metadata_update()
             known = consumer.partitions_for_topic(topic)
         if not known:
             raise ReadError(f"no topic {topic!r} on {broker}")
         chosen = sorted(known) if partitions is None else partitions
         missing = sorted(set(chosen) - set(known))
         if missing:
-            raise ReadError(f"topic {topic!r} has no partition {missing[0]} (it has 0..{max(known)})")
+            raise ReadError(
+                f"topic {topic!r} has no partition {missing[0]} (it has 0..{max(known)})"
+            )
         tps = [TopicPartition(topic, p) for p in chosen]
         consumer.assign(tps)
         if since is not None:
@@ -74,8 +76,11 @@ async def read(
         while len(done) < len(tps):
             if time.monotonic() > deadline:
                 if progress:
-                    print(f"stopped after {timeout:g}s with {len(tps) - len(done)} partition(s) "
-                          f"not read to the end", file=sys.stderr)
+                    print(
+                        f"stopped after {timeout:g}s with {len(tps) - len(done)} partition(s) "
+                        f"not read to the end",
+                        file=sys.stderr,
+                    )
                 return
             batch = await consumer.getmany(*[tp for tp in tps if tp not in done], timeout_ms=200)
             for tp in tps:
@@ -87,15 +92,23 @@ async def read(
                         done.add(tp)
                         break
                     count += 1
-                    yield Seen(record.topic, record.partition, record.offset,
-                               record.timestamp / 1000.0, record.key, record.value,
-                               tuple(record.headers or ()))
+                    yield Seen(
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        record.timestamp / 1000.0,
+                        record.key,
+                        record.value,
+                        tuple(record.headers or ()),
+                    )
             for tp in tps:
                 if tp in ends and await consumer.position(tp) >= ends[tp]:
                     done.add(tp)
             if progress and time.monotonic() - last_report > 2:
                 last_report = time.monotonic()
-                print(f"… read {count} record(s); {len(tps) - len(done)} partition(s) to go",
-                      file=sys.stderr)
+                print(
+                    f"… read {count} record(s); {len(tps) - len(done)} partition(s) to go",
+                    file=sys.stderr,
+                )
     finally:
         await consumer.stop()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from faust.web import Request, Response, View
 
 
 def wants_text(request: Request) -> bool:
-    return (request.query.get("format") == "text"
-            or "text/plain" in request.headers.get("Accept", ""))
+    return request.query.get("format") == "text" or "text/plain" in request.headers.get(
+        "Accept", ""
+    )
 
 
 def table(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -18,8 +20,12 @@ def table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
     out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(v.rjust(w) if v.replace(".", "").isdigit() else v.ljust(w)
-                      for v, w in zip(row, widths)) for row in cells]
+    out += [
+        "  ".join(
+            v.rjust(w) if v.replace(".", "").isdigit() else v.ljust(w) for v, w in zip(row, widths)
+        )
+        for row in cells
+    ]
     return "\n".join(out) + "\n"
 
 

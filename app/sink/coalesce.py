@@ -17,9 +17,10 @@ runs of the (rare) rows that stepped back inside the batch, and so on.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, NamedTuple, Optional
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
-Value = Optional[object]  # a JSON scalar; None deletes the key
+Value = object | None  # a JSON scalar; None deletes the key
 
 
 class Patch(NamedTuple):

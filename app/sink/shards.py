@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Optional, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import aiopg
 import psycopg2
@@ -35,7 +36,7 @@ def is_rejection(exc: BaseException) -> bool:
     Anything not known to be the data's fault is retried: a wrongly retried error holds a shard
     (visible in lag and logs) while a wrongly skipped one would lose updates.
     """
-    code = getattr(exc, "pgcode", None)
+    code: str = getattr(exc, "pgcode", None) or ""
     return bool(code) and code not in _TRANSIENT_CODES and code[:2] in _REJECTING_CLASSES
 
 
@@ -52,7 +53,7 @@ class Shards(Service):
         super().__init__(**kwargs)
         self.dsns = list(dsns)
         self.pool_size = pool_size
-        self._pools: list[Optional[aiopg.Pool]] = [None] * len(self.dsns)
+        self._pools: list[aiopg.Pool | None] = [None] * len(self.dsns)
         self._locks = [asyncio.Lock() for _ in self.dsns]
         self._migrated = [False] * len(self.dsns)
 
@@ -120,7 +121,7 @@ class Shards(Service):
                     raise Rejected(f"{exc.pgcode}: {str(exc).strip()}") from exc
                 raise
 
-    async def fetch(self, shard: int, app_id: str, subscription_id: str) -> Optional[dict]:
+    async def fetch(self, shard: int, app_id: str, subscription_id: str) -> dict | None:
         statement, params = sql.select_row(app_id, subscription_id)
         pool = await self._pool(shard)
         async with pool.acquire() as conn, conn.cursor() as cur:

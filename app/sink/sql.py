@@ -1,4 +1,5 @@
-"""All SQL of rowstream: statements and ``(sql, params)`` builders. Nothing here touches a connection.
+"""All SQL of rowstream: statements and ``(sql, params)`` builders; nothing here touches a
+connection.
 
 The upsert is one MERGE per batch (Postgres 15 or newer). The batch travels as one jsonb array
 (``jsonb_to_recordset``): one parameter, parsed once by the server, whatever the batch size.
@@ -15,7 +16,7 @@ the retry takes the MATCHED branch.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import orjson
 
@@ -37,7 +38,8 @@ MERGE INTO subscriptions AS s
 USING jsonb_to_recordset(%(batch)s::jsonb) AS b(a uuid, s uuid, v bigint, p jsonb)
 ON s.app_id = b.a AND s.subscription_id = b.s
 WHEN MATCHED AND s.version < b.v THEN
-    UPDATE SET properties = jsonb_strip_nulls(s.properties || b.p), version = b.v, updated_at = now()
+    UPDATE SET properties = jsonb_strip_nulls(s.properties || b.p), version = b.v,
+               updated_at = now()
 WHEN NOT MATCHED THEN
     INSERT (app_id, subscription_id, properties, version)
     VALUES (b.a, b.s, jsonb_strip_nulls(b.p), b.v)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
-from typing import Awaitable, Callable, Collection, Iterable, NamedTuple, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from typing import Any, NamedTuple
 
 from mode import Service
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
@@ -38,7 +39,7 @@ class Item(NamedTuple):
     patch: Patch
     partition: int  # partition of the internal topic it came from
     ack: Callable[[], object]
-    origin: object  # what the dead-letter callback needs to locate the event
+    origin: Any  # what the dead-letter callback needs to locate the event
 
 
 class BatchDone(NamedTuple):
@@ -65,7 +66,9 @@ def _row(item: Item) -> tuple[str, str]:
     return item.patch.app_id, item.patch.subscription_id
 
 
-async def write_isolating(write: Write, items: Sequence[Item]) -> tuple[int, list[tuple[Item, str]]]:
+async def write_isolating(
+    write: Write, items: Sequence[Item]
+) -> tuple[int, list[tuple[Item, str]]]:
     """Write ``items`` coalesced; on Rejected, split until the rejected events are isolated.
 
     Returns the rows changed and the rejected ``(item, error)`` pairs. Rows are independent, so
@@ -108,7 +111,7 @@ class ShardWriter(Service):
         on_rejected: OnRejected,
         on_backlog: OnBacklog,
         high_water: int = 0,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.shard = shard
@@ -177,7 +180,7 @@ class ShardWriter(Service):
             if len(self._pending) < self.batch_size:
                 try:
                     await asyncio.wait_for(self._full.wait(), self.batch_wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             batch = self._take()
             if batch:
@@ -227,7 +230,10 @@ class ShardWriter(Service):
         self.errors["transient"] += 1
         log.warning(
             "shard %d: write failed (attempt %d): %s; retrying in %.2fs, holding its partitions",
-            self.shard, state.attempt_number, state.outcome.exception(), state.next_action.sleep,
+            self.shard,
+            state.attempt_number,
+            state.outcome.exception(),
+            state.next_action.sleep,
         )
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any
 
 from mode import Service
 
@@ -35,20 +36,38 @@ SendStats = Callable[[int, dict[str, int]], Awaitable[None]]
 class Writers(Service):
     """One ``ShardWriter`` per shard of ``store``; ``partitions_of`` names a shard's partitions."""
 
-    def __init__(self, store: ShardStore, shard_count: int, *, batch_size: int,
-                 batch_wait: float, retry_max: float, partitions_of: Callable[[int], Collection[int]],
-                 pause: Pause, resume: Resume, on_rejected: OnRejected, send_stats: SendStats,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        store: ShardStore,
+        shard_count: int,
+        *,
+        batch_size: int,
+        batch_wait: float,
+        retry_max: float,
+        partitions_of: Callable[[int], Collection[int]],
+        pause: Pause,
+        resume: Resume,
+        on_rejected: OnRejected,
+        send_stats: SendStats,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.partitions_of = partitions_of
         self.pause, self.resume, self.send = pause, resume, send_stats
         self.counts: list[Counter[str]] = [Counter() for _ in range(shard_count)]
         self.errors_sent: list[Counter[str]] = [Counter() for _ in range(shard_count)]
         self.by_shard = [
-            ShardWriter(shard, store, batch_size=batch_size, batch_wait=batch_wait,
-                        retry_max=retry_max, on_batch=self.on_batch, on_rejected=on_rejected,
-                        on_backlog=self.on_backlog,
-                        high_water=max(4 * batch_size, HIGH_WATER_MIN))
+            ShardWriter(
+                shard,
+                store,
+                batch_size=batch_size,
+                batch_wait=batch_wait,
+                retry_max=retry_max,
+                on_batch=self.on_batch,
+                on_rejected=on_rejected,
+                on_backlog=self.on_backlog,
+                high_water=max(4 * batch_size, HIGH_WATER_MIN),
+            )
             for shard in range(shard_count)
         ]
 
@@ -63,8 +82,11 @@ class Writers(Service):
     def on_backlog(self, shard: int, paused: bool) -> None:
         partitions = self.partitions_of(shard)
         if paused:
-            log.warning("shard %d: backlog over %d events, pausing its partitions", shard,
-                        self.by_shard[shard].high_water)
+            log.warning(
+                "shard %d: backlog over %d events, pausing its partitions",
+                shard,
+                self.by_shard[shard].high_water,
+            )
             self.pause(partitions)
         else:
             log.info("shard %d: backlog drained, resuming its partitions", shard)
@@ -76,10 +98,18 @@ class Writers(Service):
         )
         if tracing.enabled():
             # Each update's ingest span context travels inside its batch record entry.
-            tracing.batch_written(done.shard, done.seconds, done.coalesced, [
-                ([(tracing.HEADER, versioned.trace.encode())] if versioned.trace else None,
-                 versioned.received_at)
-                for _, versioned in (item.origin for item in batch)])
+            tracing.batch_written(
+                done.shard,
+                done.seconds,
+                done.coalesced,
+                [
+                    (
+                        [(tracing.HEADER, versioned.trace.encode())] if versioned.trace else None,
+                        versioned.received_at,
+                    )
+                    for _, versioned in (item.origin for item in batch)
+                ],
+            )
 
     @Service.timer(1.0)
     async def _send_stats(self) -> None:

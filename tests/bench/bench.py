@@ -31,13 +31,13 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
 
-from app.model import events
 from app.kafka.topic_setup import bootstrap_servers
+from app.model import events
 from app.settings import Settings
 from deploy.local import Broker, Postgres, free_port
 from deploy.stack import ROOT, Worker
@@ -58,7 +58,7 @@ class Bench:
         self.broker = Broker(self.base / "broker", free_port())
         self.postgres = Postgres(self.base / "postgres", free_port())
 
-    def __enter__(self) -> "Bench":
+    def __enter__(self) -> Bench:
         self.broker.start()
         self.postgres.start()
         return self
@@ -70,13 +70,21 @@ class Bench:
 
     def pipeline(self, partitions: int) -> Pipeline:
         settings = dict(item.split("=", 1) for item in self.args.set)
-        return Pipeline.create(self.broker, self.postgres, self.base, partitions, SHARDS,
-                               prefix="b", **{"log_level": "warning", **settings})
+        return Pipeline.create(
+            self.broker,
+            self.postgres,
+            self.base,
+            partitions,
+            SHARDS,
+            prefix="b",
+            **{"log_level": "warning", **settings},
+        )
 
     # --- load -------------------------------------------------------------------------------
 
-    def workload(self, events: int, rows: int, hot_share: float, seed: int = 1,
-                 lazy: bool = False) -> Any:
+    def workload(
+        self, events: int, rows: int, hot_share: float, seed: int = 1, lazy: bool = False
+    ) -> Any:
         """``events`` updates over ``rows`` rows of 100 apps, ``hot_share`` of them on one row."""
         rng = random.Random(seed)
         apps = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(APPS)]
@@ -94,19 +102,36 @@ class Bench:
 
         return generate() if lazy else list(generate())
 
+    def load_producer(self) -> AIOKafkaProducer:
+        """The producer the benchmark loads topics with (not started)."""
+        return AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers(self.broker.url),
+            acks="all",
+            enable_idempotence=False,
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+        )
+
     async def preload(self, pipeline: Pipeline, updates: list[tuple]) -> float:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(self.broker.url),
-                                    acks="all", enable_idempotence=False, linger_ms=5,
-                                    max_batch_size=256 * 1024)
+        producer = self.load_producer()
         await producer.start()
         started = time.monotonic()
         try:
-            topic, layout, now = pipeline.topic("subscription-updates"), pipeline.layout, time.time()
+            topic, layout, now = (
+                pipeline.topic("subscription-updates"),
+                pipeline.layout,
+                time.time(),
+            )
             pending = []
             for app_id, sub, properties in updates:
-                pending.append(await producer.send(
-                    topic, events.encode_update(app_id, sub, properties, now),
-                    key=app_id.encode(), partition=layout.source_partition(app_id)))
+                pending.append(
+                    await producer.send(
+                        topic,
+                        events.encode_update(app_id, sub, properties, now),
+                        key=app_id.encode(),
+                        partition=layout.source_partition(app_id),
+                    )
+                )
                 if len(pending) >= 20_000:
                     await asyncio.gather(*pending)
                     pending = []
@@ -121,18 +146,21 @@ class Bench:
         """CPU seconds used so far by the worker processes, the broker and Postgres."""
         assert self.broker.process is not None
         postmaster = int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0])
-        return {"worker": sum(process_cpu(pid) for pid in workers),
-                "broker": process_cpu(self.broker.process.pid),
-                "postgres": process_cpu(postmaster, exited_children=True)
-                + sum(process_cpu(pid) for pid in children(postmaster))}
+        return {
+            "worker": sum(process_cpu(pid) for pid in workers),
+            "broker": process_cpu(self.broker.process.pid),
+            "postgres": process_cpu(postmaster, exited_children=True)
+            + sum(process_cpu(pid) for pid in children(postmaster)),
+        }
 
-    async def measure(self, total: int, applied: Any, finished: Any, workers: list[int],
-                      timeout: float) -> dict[str, Any]:
+    async def measure(
+        self, total: int, applied: Any, finished: Any, workers: list[int], timeout: float
+    ) -> dict[str, Any]:
         """Sample ``applied()`` (updates written so far) until ``finished()`` (the final state);
         the rates, and CPU µs per update between the first row written and the final state."""
         samples: list[tuple[float, int]] = []
         started = time.monotonic()
-        first: Optional[tuple[float, dict[str, float]]] = None
+        first: tuple[float, dict[str, float]] | None = None
         last = (0.0, self.cpu(workers))
         done = False
         while time.monotonic() - started < timeout:
@@ -161,16 +189,25 @@ class Bench:
         pipeline = self.pipeline(self.args.partitions)
         await self.preload(pipeline, updates)
         group = f"{pipeline.name}-naive"
-        env = {**pipeline.env, "NAIVE_BROKER": self.broker.url,
-               "NAIVE_TOPIC": pipeline.topic("subscription-updates"), "NAIVE_GROUP": group,
-               "NAIVE_DATADIR": str(self.base / "naive"),
-               "NAIVE_SHARDS": pipeline.env["ROWSTREAM_SHARDS"],
-               "NAIVE_PARTITIONS": str(pipeline.partitions)}
+        env = {
+            **pipeline.env,
+            "NAIVE_BROKER": self.broker.url,
+            "NAIVE_TOPIC": pipeline.topic("subscription-updates"),
+            "NAIVE_GROUP": group,
+            "NAIVE_DATADIR": str(self.base / "naive"),
+            "NAIVE_SHARDS": pipeline.env["ROWSTREAM_SHARDS"],
+            "NAIVE_PARTITIONS": str(pipeline.partitions),
+        }
         self.args.out.mkdir(parents=True, exist_ok=True)
         log = open(self.args.out / "naive-worker.log", "wb")
-        process = subprocess.Popen([sys.executable, "-m", "faust", "-A", "tests.bench.naive", "-l",
-                                    "warn", "worker"], env=env, cwd=ROOT, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "faust", "-A", "tests.bench.naive", "-l", "warn", "worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         topic = "subscription-updates"
 
         async def applied() -> int:
@@ -180,15 +217,17 @@ class Bench:
             return True  # it commits only past written events
 
         try:
-            return await self.measure(len(updates), applied, finished, [process.pid],
-                                      self.args.timeout)
+            return await self.measure(
+                len(updates), applied, finished, [process.pid], self.args.timeout
+            )
         finally:
             process.terminate()
             process.wait(30)
             log.close()
 
-    async def rowstream(self, updates: list[tuple], workers: int,
-                        partitions: Optional[int] = None) -> dict[str, Any]:
+    async def rowstream(
+        self, updates: list[tuple], workers: int, partitions: int | None = None
+    ) -> dict[str, Any]:
         pipeline = self.pipeline(partitions or self.args.partitions)
         await self.preload(pipeline, updates)
         started = [pipeline.start_worker() for _ in range(workers)]
@@ -204,9 +243,13 @@ class Bench:
             return await pipeline.committed("rowstream-by-subscription") == internal_end
 
         try:
-            result = await self.measure(len(updates), lambda: applied(started), finished,
-                                        [w.process.pid for w in started if w.process],
-                                        self.args.timeout)
+            result = await self.measure(
+                len(updates),
+                lambda: applied(started),
+                finished,
+                [w.process.pid for w in started if w.process],
+                self.args.timeout,
+            )
             result["rss_mb"] = max(rss_mb(w) for w in started)
             return result
         finally:
@@ -224,20 +267,32 @@ class Bench:
             before = self.cpu(pid)["worker"]
             singles = await load([base], self.args.ingest_seconds, single_patch(apps), 1)
             middle = self.cpu(pid)["worker"]
-            batch = json.dumps([{"app_id": apps[i % APPS],
-                                 "subscription_id": str(uuid.UUID(int=i + 1, version=4)),
-                                 "properties": {"n": i}} for i in range(1000)]).encode()
-            batches = await load([base], self.args.ingest_seconds,
-                                 lambda n: ("POST", "/v1/updates", batch), 1000)
+            batch = json.dumps(
+                [
+                    {
+                        "app_id": apps[i % APPS],
+                        "subscription_id": str(uuid.UUID(int=i + 1, version=4)),
+                        "properties": {"n": i},
+                    }
+                    for i in range(1000)
+                ]
+            ).encode()
+            batches = await load(
+                [base], self.args.ingest_seconds, lambda n: ("POST", "/v1/updates", batch), 1000
+            )
             after = self.cpu(pid)["worker"]
-            return {"single_requests_per_s": singles["requests_per_s"],
-                    "single_p99_ms": singles["p99_ms"],
-                    "single_worker_cpu_us": round((middle - before) / max(1, singles["accepted"])
-                                                  * 1e6, 1),
-                    "batch_events_per_s": batches["events_per_s"],
-                    "batch_p99_ms": batches["p99_ms"],
-                    "batch_worker_cpu_us_per_update": round(
-                        (after - middle) / max(1, batches["accepted"] * 1000) * 1e6, 2)}
+            return {
+                "single_requests_per_s": singles["requests_per_s"],
+                "single_p99_ms": singles["p99_ms"],
+                "single_worker_cpu_us": round(
+                    (middle - before) / max(1, singles["accepted"]) * 1e6, 1
+                ),
+                "batch_events_per_s": batches["events_per_s"],
+                "batch_p99_ms": batches["p99_ms"],
+                "batch_worker_cpu_us_per_update": round(
+                    (after - middle) / max(1, batches["accepted"] * 1000) * 1e6, 2
+                ),
+            }
         finally:
             worker.stop()
 
@@ -267,8 +322,9 @@ class Bench:
                         if response.status != 200:
                             return False
                         parts = (await response.json())["partitions"]
-                return (len(parts) == 2 * pipeline.partitions
-                        and len({p["owner"] for p in parts}) == len(workers))
+                return len(parts) == 2 * pipeline.partitions and len(
+                    {p["owner"] for p in parts}
+                ) == len(workers)
 
             deadline = time.monotonic() + 90
             while not await all_owned():
@@ -284,10 +340,12 @@ class Bench:
             stop.set()
             await sampler
             lags.sort()
-            return {"accepted_requests_per_s": sent["requests_per_s"],
-                    "applied_updates_per_s": round(applied_during / elapsed),
-                    "time_lag_p99_s": lags[int(0.99 * (len(lags) - 1))] if lags else None,
-                    "request_p99_ms": sent["p99_ms"]}
+            return {
+                "accepted_requests_per_s": sent["requests_per_s"],
+                "applied_updates_per_s": round(applied_during / elapsed),
+                "time_lag_p99_s": lags[int(0.99 * (len(lags) - 1))] if lags else None,
+                "request_p99_ms": sent["p99_ms"],
+            }
         finally:
             for worker in workers:
                 worker.stop()
@@ -302,27 +360,30 @@ class Bench:
         samples: list[dict[str, float]] = []
         try:
             async with aiohttp.ClientSession(headers=AUTH) as session:
-                async def lag() -> Optional[tuple[int, float]]:
+
+                async def lag() -> tuple[int, float] | None:
                     async with session.get(f"{base}/lag/") as response:
                         if response.status != 200:
                             return None
                         parts = (await response.json())["partitions"]
-                    return (sum(p["message_lag"] for p in parts),
-                            max((p["time_lag_seconds"] for p in parts), default=0.0))
+                    return (
+                        sum(p["message_lag"] for p in parts),
+                        max((p["time_lag_seconds"] for p in parts), default=0.0),
+                    )
 
                 deadline = time.monotonic() + 90
                 while await lag() is None:
                     if time.monotonic() > deadline:
                         raise RuntimeError("the workers' /lag/ did not answer within 90 s")
                     await asyncio.sleep(1)
-                producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(self.broker.url),
-                                            acks="all", enable_idempotence=False, linger_ms=5,
-                                            max_batch_size=256 * 1024)
+                producer = self.load_producer()
                 await producer.start()
                 updates = iter(self.workload(10**9, a.rows, 0.0, seed=4, lazy=True))
                 started = time.monotonic()
-                phases = [(0.0, a.burst_steady_seconds, a.burst_steady_rate),
-                          (a.burst_steady_seconds, a.burst_seconds, a.burst_rate)]
+                phases = [
+                    (0.0, a.burst_steady_seconds, a.burst_steady_rate),
+                    (a.burst_steady_seconds, a.burst_seconds, a.burst_rate),
+                ]
                 burst_end = a.burst_steady_seconds + a.burst_seconds
                 sent = {"burst": 0}
                 stop = asyncio.Event()
@@ -332,13 +393,26 @@ class Bench:
                     tick = 0.1
                     while not stop.is_set():
                         now = time.monotonic() - started
-                        rate = next((r for begin, length, r in reversed(phases)
-                                     if begin <= now < begin + length), a.burst_steady_rate)
+                        rate = next(
+                            (
+                                r
+                                for begin, length, r in reversed(phases)
+                                if begin <= now < begin + length
+                            ),
+                            a.burst_steady_rate,
+                        )
                         pending = []
-                        for app_id, sub, properties in (next(updates) for _ in range(int(rate * tick))):
-                            pending.append(await producer.send(
-                                topic, events.encode_update(app_id, sub, properties, time.time()),
-                                key=app_id.encode(), partition=layout.source_partition(app_id)))
+                        for app_id, sub, properties in (
+                            next(updates) for _ in range(int(rate * tick))
+                        ):
+                            pending.append(
+                                await producer.send(
+                                    topic,
+                                    events.encode_update(app_id, sub, properties, time.time()),
+                                    key=app_id.encode(),
+                                    partition=layout.source_partition(app_id),
+                                )
+                            )
                         await asyncio.gather(*pending)
                         if a.burst_steady_seconds <= now < burst_end:
                             sent["burst"] += len(pending)
@@ -352,15 +426,21 @@ class Bench:
                         measured = await lag()
                         t = time.monotonic() - started
                         if measured is not None:
-                            samples.append({"t": round(t, 1), "message_lag": measured[0],
-                                            "time_lag_s": measured[1]})
+                            samples.append(
+                                {
+                                    "t": round(t, 1),
+                                    "message_lag": measured[0],
+                                    "time_lag_s": measured[1],
+                                }
+                            )
                             if t < a.burst_steady_seconds:
                                 steady_lag = max(steady_lag, measured[0])
                             # drained: the backlog is back to what steady load leaves waiting
                             # (message lag, not time lag: the time lag /lag/ reports ages by up
                             # to a lag round between rounds)
-                            elif t > burst_end and measured[0] <= max(2 * steady_lag,
-                                                                      2 * a.burst_steady_rate):
+                            elif t > burst_end and measured[0] <= max(
+                                2 * steady_lag, 2 * a.burst_steady_rate
+                            ):
                                 drained_at = t
                                 break
                         await asyncio.sleep(1.0)
@@ -372,13 +452,16 @@ class Bench:
             for worker in workers:
                 worker.stop()
         chart(samples, a.burst_steady_seconds, burst_end, a.out / "burst.png")
-        return {"steady_rate": a.burst_steady_rate, "burst_rate": a.burst_rate,
-                "burst_seconds": a.burst_seconds,
-                "burst_events_per_s_produced": round(sent["burst"] / a.burst_seconds),
-                "peak_message_lag": max((x["message_lag"] for x in samples), default=0),
-                "peak_time_lag_s": max((x["time_lag_s"] for x in samples), default=0.0),
-                "drain_s_after_burst": None if drained_at is None else round(drained_at - burst_end, 1),
-                "series": samples}
+        return {
+            "steady_rate": a.burst_steady_rate,
+            "burst_rate": a.burst_rate,
+            "burst_seconds": a.burst_seconds,
+            "burst_events_per_s_produced": round(sent["burst"] / a.burst_seconds),
+            "peak_message_lag": max((x["message_lag"] for x in samples), default=0),
+            "peak_time_lag_s": max((x["time_lag_s"] for x in samples), default=0.0),
+            "drain_s_after_burst": None if drained_at is None else round(drained_at - burst_end, 1),
+            "series": samples,
+        }
 
     async def footprint(self) -> dict[str, Any]:
         partitions = self.args.footprint_partitions
@@ -398,7 +481,9 @@ class Bench:
             worker.stop()
 
 
-def chart(samples: list[dict[str, float]], burst_start: float, burst_end: float, path: Path) -> None:
+def chart(
+    samples: list[dict[str, float]], burst_start: float, burst_end: float, path: Path
+) -> None:
     """Message lag and time lag over time, the burst shaded (PNG)."""
     import matplotlib
 
@@ -425,12 +510,16 @@ def chart(samples: list[dict[str, float]], burst_start: float, burst_end: float,
 def single_patch(apps: list[str]) -> Any:
     """Request ``n``: one update of its own row, spread over the apps."""
     body = json.dumps({"properties": {"plan": "pro", "n": 1}}).encode()
-    return lambda n: ("PATCH", f"/v1/apps/{apps[n % APPS]}/subscriptions/"
-                               f"{uuid.UUID(int=n + 1, version=4)}", body)
+    return lambda n: (
+        "PATCH",
+        f"/v1/apps/{apps[n % APPS]}/subscriptions/{uuid.UUID(int=n + 1, version=4)}",
+        body,
+    )
 
 
-async def load(bases: list[str], seconds: float, request, events_per_request: int,
-               concurrency: int = 32) -> dict[str, Any]:
+async def load(
+    bases: list[str], seconds: float, request, events_per_request: int, concurrency: int = 32
+) -> dict[str, Any]:
     """``concurrency`` clients (spread over ``bases``) sending ``request(n)`` (method, path, JSON
     bytes, encoded once: the load client shares the cores) for ``seconds``; only 202s count."""
     latencies: list[float] = []
@@ -453,9 +542,12 @@ async def load(bases: list[str], seconds: float, request, events_per_request: in
     elapsed = time.monotonic() - started
     latencies.sort()
     p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1000 if latencies else 0.0
-    return {"requests_per_s": round(len(latencies) / elapsed), "accepted": len(latencies),
-            "events_per_s": round(len(latencies) * events_per_request / elapsed),
-            "p99_ms": round(p99, 1)}
+    return {
+        "requests_per_s": round(len(latencies) / elapsed),
+        "accepted": len(latencies),
+        "events_per_s": round(len(latencies) * events_per_request / elapsed),
+        "p99_ms": round(p99, 1),
+    }
 
 
 async def applied(workers: list[Worker]) -> int:
@@ -467,10 +559,13 @@ async def applied(workers: list[Worker]) -> int:
             try:
                 async with session.get(f"http://127.0.0.1:{worker.web_port}/metrics") as response:
                     text = await response.text()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 continue  # starting or busy: counted at the next sample
-            total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                         if line.startswith("rowstream_shard_batch_size_sum"))
+            total += sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("rowstream_shard_batch_size_sum")
+            )
     return int(total)
 
 
@@ -508,9 +603,14 @@ def rss_mb(worker: Worker) -> float:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                           "platform": platform.platform()},
-                               "settings": {k: v for k, v in vars(args).items() if k != "out"}}
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+    }
     with Bench(args) as bench:
         uniform = bench.workload(args.events, args.rows, 0.0)
         hot = bench.workload(args.events, args.rows, 0.5, seed=2)
@@ -529,15 +629,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             name, case = cases[key]
             say(f"bench: {name} …")
             results[name] = await case()
-            say(f"bench: {name}: " + json.dumps({k: v for k, v in results[name].items()
-                                                  if k != "series"}))
+            say(
+                f"bench: {name}: "
+                + json.dumps({k: v for k, v in results[name].items() if k != "series"})
+            )
     return results
 
 
 def table(results: dict[str, Any]) -> str:
     baseline = results.get("baseline (naive, 1 worker)", {}).get("events_per_s")
-    lines = [f"{'case':<40} {'events/s':>10} {'× baseline':>11} {'1st→final':>10} "
-             f"{'CPU µs/update: worker broker postgres':>38}  notes"]
+    lines = [
+        f"{'case':<40} {'events/s':>10} {'× baseline':>11} {'1st→final':>10} "
+        f"{'CPU µs/update: worker broker postgres':>38}  notes"
+    ]
     for name, figures in results.items():
         if not isinstance(figures, dict) or "events_per_s" not in figures:
             continue
@@ -545,39 +649,53 @@ def table(results: dict[str, Any]) -> str:
         if "rss_mb" in figures:
             notes = f"worker RSS {figures['rss_mb']} MB {notes}".strip()
         ratio = f"{figures['events_per_s'] / baseline:>10.1f}x" if baseline else f"{'n/a':>11}"
-        cpu = " ".join(f"{figures.get(f'{part}_cpu_us', 'n/a'):>8}"
-                       for part in ("worker", "broker", "postgres"))
-        lines.append(f"{name:<40} {figures['events_per_s']:>10,} {ratio} "
-                     f"{figures.get('first_row_to_final_per_s', 0):>10,} {cpu:>38}  {notes}")
+        cpu = " ".join(
+            f"{figures.get(f'{part}_cpu_us', 'n/a'):>8}"
+            for part in ("worker", "broker", "postgres")
+        )
+        lines.append(
+            f"{name:<40} {figures['events_per_s']:>10,} {ratio} "
+            f"{figures.get('first_row_to_final_per_s', 0):>10,} {cpu:>38}  {notes}"
+        )
     if "ingest, 1 worker" in results:
         ingest = results["ingest, 1 worker"]
-        lines.append(f"{'ingest: single PATCH':<40} {ingest['single_requests_per_s']:>10,} "
-                     f"{'':>11}  requests/s, p99 {ingest['single_p99_ms']} ms, worker "
-                     f"{ingest['single_worker_cpu_us']} µs per request")
-        lines.append(f"{'ingest: 1,000-update POST':<40} {ingest['batch_events_per_s']:>10,} "
-                     f"{'':>11}  updates/s, p99 {ingest['batch_p99_ms']} ms, worker "
-                     f"{ingest['batch_worker_cpu_us_per_update']} µs per update")
+        lines.append(
+            f"{'ingest: single PATCH':<40} {ingest['single_requests_per_s']:>10,} "
+            f"{'':>11}  requests/s, p99 {ingest['single_p99_ms']} ms, worker "
+            f"{ingest['single_worker_cpu_us']} µs per request"
+        )
+        lines.append(
+            f"{'ingest: 1,000-update POST':<40} {ingest['batch_events_per_s']:>10,} "
+            f"{'':>11}  updates/s, p99 {ingest['batch_p99_ms']} ms, worker "
+            f"{ingest['batch_worker_cpu_us_per_update']} µs per update"
+        )
     if "end to end over HTTP, 2 workers" in results:
         http = results["end to end over HTTP, 2 workers"]
-        lines.append(f"{'end to end over HTTP (PATCH), 2 workers':<40} "
-                     f"{http['accepted_requests_per_s']:>10,} {'':>11}  requests/s accepted, "
-                     f"{http['applied_updates_per_s']:,} updates/s applied, time lag p99 "
-                     f"{http['time_lag_p99_s']} s, request p99 {http['request_p99_ms']} ms")
+        lines.append(
+            f"{'end to end over HTTP (PATCH), 2 workers':<40} "
+            f"{http['accepted_requests_per_s']:>10,} {'':>11}  requests/s accepted, "
+            f"{http['applied_updates_per_s']:,} updates/s applied, time lag p99 "
+            f"{http['time_lag_p99_s']} s, request p99 {http['request_p99_ms']} ms"
+        )
     if "footprint, 1 worker" in results:
         foot = results["footprint, 1 worker"]
-        lines.append(f"{'footprint':<40} {'':>10} {'':>11}  {foot['partitions']} partitions per "
-                     f"topic: RSS {foot['idle_rss_mb']} MB idle, {foot['loaded_rss_mb']} MB under load")
+        lines.append(
+            f"{'footprint':<40} {'':>10} {'':>11}  {foot['partitions']} partitions per "
+            f"topic: RSS {foot['idle_rss_mb']} MB idle, {foot['loaded_rss_mb']} MB under load"
+        )
     if "burst, 2 workers" in results:
         burst = results["burst, 2 workers"]
         drain = burst["drain_s_after_burst"]
-        lines.append(f"{'burst':<40} {burst['burst_events_per_s_produced']:>10,} {'':>11}  "
-                     f"events/s for {burst['burst_seconds']:g} s over {burst['steady_rate']:,}/s: "
-                     f"peak lag {burst['peak_message_lag']:,} events, {burst['peak_time_lag_s']:.0f} s; "
-                     + (f"drained {drain} s after" if drain is not None else "NOT drained"))
+        lines.append(
+            f"{'burst':<40} {burst['burst_events_per_s_produced']:>10,} {'':>11}  "
+            f"events/s for {burst['burst_seconds']:g} s over {burst['steady_rate']:,}/s: "
+            f"peak lag {burst['peak_message_lag']:,} events, {burst['peak_time_lag_s']:.0f} s; "
+            + (f"drained {drain} s after" if drain is not None else "NOT drained")
+        )
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000, help="events per throughput case")
     parser.add_argument("--rows", type=int, default=100_000, help="rows they are spread over")
@@ -586,24 +704,36 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--ingest-seconds", type=float, default=10.0)
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to let a worker settle")
     parser.add_argument("--timeout", type=float, default=600.0, help="longest wait for one case")
-    parser.add_argument("--burst-steady-rate", type=int, default=2_000, help="events/s around the burst")
+    parser.add_argument(
+        "--burst-steady-rate", type=int, default=2_000, help="events/s around the burst"
+    )
     parser.add_argument("--burst-rate", type=int, default=20_000, help="events/s during the burst")
     parser.add_argument("--burst-seconds", type=float, default=30.0)
-    parser.add_argument("--burst-steady-seconds", type=float, default=10.0,
-                        help="steady load before the burst")
-    parser.add_argument("--cases",
-                        default="baseline,uniform1,uniform2,hot1,hot,ingest,http,footprint,burst",
-                        help="which cases, comma-separated")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a rowstream setting for the workers, e.g. batch_size=2000 "
-                             "(ROWSTREAM_BATCH_SIZE); repeatable")
+    parser.add_argument(
+        "--burst-steady-seconds", type=float, default=10.0, help="steady load before the burst"
+    )
+    parser.add_argument(
+        "--cases",
+        default="baseline,uniform1,uniform2,hot1,hot,ingest,http,footprint,burst",
+        help="which cases, comma-separated",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a rowstream setting for the workers, e.g. batch_size=2000 "
+        "(ROWSTREAM_BATCH_SIZE); repeatable",
+    )
     parser.add_argument("--quick", action="store_true", help="a tiny run (the smoke test)")
     parser.add_argument("--out", type=Path, default=ROOT / ".local" / "bench")
     args = parser.parse_args(argv)
     for item in args.set:
         name, sep, _ = item.partition("=")
         if not sep or name.upper() not in {field.upper() for field in Settings.model_fields}:
-            parser.error(f"--set {item!r}: expected NAME=VALUE with NAME a field of app/settings.py")
+            parser.error(
+                f"--set {item!r}: expected NAME=VALUE with NAME a field of app/settings.py"
+            )
     if args.quick:
         args.events, args.rows, args.ingest_seconds, args.settle = 3_000, 1_000, 2.0, 2.0
         args.footprint_partitions, args.partitions, args.timeout = 48, 8, 120.0
@@ -617,6 +747,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(results, indent=2))
     print(table(results))
-    say(f"bench: figures in {args.out / 'bench.json'}"
-        + (f", burst chart in {args.out / 'burst.png'}" if "burst" in args.cases else ""))
+    say(
+        f"bench: figures in {args.out / 'bench.json'}"
+        + (f", burst chart in {args.out / 'burst.png'}" if "burst" in args.cases else "")
+    )
     return 0

@@ -29,10 +29,17 @@ WHERE subscriptions.version < EXCLUDED.version
 
 dsns = os.environ["NAIVE_SHARDS"].split(",")
 layout = Layout(int(os.environ["NAIVE_PARTITIONS"]), even_shard_map(len(dsns)), len(dsns))
-app = faust.App(os.environ["NAIVE_GROUP"], broker=os.environ["NAIVE_BROKER"], web_enabled=False,
-                datadir=os.environ["NAIVE_DATADIR"],
-                store="memory://", topic_allow_declare=False, broker_session_timeout=6,
-                broker_heartbeat_interval=1.5, consumer_auto_offset_reset="earliest")
+app = faust.App(
+    os.environ["NAIVE_GROUP"],
+    broker=os.environ["NAIVE_BROKER"],
+    web_enabled=False,
+    datadir=os.environ["NAIVE_DATADIR"],
+    store="memory://",
+    topic_allow_declare=False,
+    broker_session_timeout=6,
+    broker_heartbeat_interval=1.5,
+    consumer_auto_offset_reset="earliest",
+)
 updates = app.topic(os.environ["NAIVE_TOPIC"], value_serializer="raw", key_serializer="raw")
 pools: list = []
 
@@ -49,6 +56,12 @@ async def upsert_each(stream):
         update = orjson.loads(event.value)
         pool = pools[layout.shard_of_app(update["app_id"])]
         async with pool.acquire() as conn, conn.cursor() as cur:  # autocommit: one transaction
-            await cur.execute(UPSERT, {"a": update["app_id"], "s": update["subscription_id"],
-                                       "p": orjson.dumps(update["properties"]).decode(),
-                                       "v": event.message.offset})
+            await cur.execute(
+                UPSERT,
+                {
+                    "a": update["app_id"],
+                    "s": update["subscription_id"],
+                    "p": orjson.dumps(update["properties"]).decode(),
+                    "v": event.message.offset,
+                },
+            )

@@ -47,9 +47,12 @@ WHERE s.version < EXCLUDED.version
 
 
 def insert(patches: list[Patch]) -> tuple[str, dict]:
-    return INSERT, {"a": [p.app_id for p in patches], "s": [p.subscription_id for p in patches],
-                    "p": [orjson.dumps(p.properties).decode() for p in patches],
-                    "v": [p.version for p in patches]}
+    return INSERT, {
+        "a": [p.app_id for p in patches],
+        "s": [p.subscription_id for p in patches],
+        "p": [orjson.dumps(p.properties).decode() for p in patches],
+        "v": [p.version for p in patches],
+    }
 
 
 def batches(total: int, rows: int, size: int, seed: int = 1) -> list[list[Patch]]:
@@ -63,8 +66,14 @@ def batches(total: int, rows: int, size: int, seed: int = 1) -> list[list[Patch]
         batch = []
         for app_id, sub in chosen:
             version += 1
-            batch.append(Patch(app_id, sub, version, {f"k{version % 8}": version,
-                                                      "plan": "pro" if version % 3 else None}))
+            batch.append(
+                Patch(
+                    app_id,
+                    sub,
+                    version,
+                    {f"k{version % 8}": version, "plan": "pro" if version % 3 else None},
+                )
+            )
         out.append(batch)
     return out
 
@@ -84,16 +93,23 @@ def run(conn, build, work: list[list[Patch]]) -> dict:
         rows += len(batch)
     seconds, used = time.monotonic() - started, process_cpu(backend) - cpu
     with conn.cursor() as cur:
-        cur.execute("SELECT md5(string_agg(app_id::text || subscription_id::text || "
-                    "properties::text || version, ',' ORDER BY app_id, subscription_id)) "
-                    "FROM subscriptions")
+        cur.execute(
+            "SELECT md5(string_agg(app_id::text || subscription_id::text || "
+            "properties::text || version, ',' ORDER BY app_id, subscription_id)) "
+            "FROM subscriptions"
+        )
         digest = cur.fetchone()[0]
-    return {"rows_per_s": round(rows / seconds), "postgres_cpu_us_per_row": round(used / rows * 1e6, 1),
-            "digest": digest}
+    return {
+        "rows_per_s": round(rows / seconds),
+        "postgres_cpu_us_per_row": round(used / rows * 1e6, 1),
+        "digest": digest,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.upsert", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench.upsert", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--updates", type=int, default=200_000)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=3000)

@@ -11,6 +11,7 @@ import pytest
 from deploy.local import Broker, Postgres, free_port
 from tests.support.helpers import Pipeline
 
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/integration" in str(item.fspath):
@@ -36,11 +37,19 @@ def pipeline_factory(stack, tmp_path, request):
     broker, postgres = stack
     made: list[Pipeline] = []
 
-    def make(partitions: int = 8, shards: int = 2, ports: dict[int, int] | None = None,
-             **settings: str) -> Pipeline:
+    def make(
+        partitions: int = 8, shards: int = 2, ports: dict[int, int] | None = None, **settings: str
+    ) -> Pipeline:
         """``ports`` sends a shard's connections to another port (a proxy the test owns)."""
-        pipeline = Pipeline.create(broker, postgres, tmp_path, partitions, shards, ports,
-                                   **{"batch_wait": "0.02", **settings})
+        pipeline = Pipeline.create(
+            broker,
+            postgres,
+            tmp_path,
+            partitions,
+            shards,
+            ports,
+            **{"batch_wait": "0.02", **settings},
+        )
         made.append(pipeline)
         return pipeline
 
@@ -64,6 +73,8 @@ def promtool():
     """Debian's promtool (``make test`` installs it: the Makefile's ``test-deps``)."""
     found = shutil.which("promtool")
     if found is None:
-        pytest.fail("promtool is missing: run `make test-deps` as root, or install Debian's "
-                    "prometheus package (apt-get install prometheus)")
+        pytest.fail(
+            "promtool is missing: run `make test-deps` as root, or install Debian's "
+            "prometheus package (apt-get install prometheus)"
+        )
     return found

@@ -9,12 +9,22 @@ from deploy.stack import ROOT
 
 
 def test_bench_quick_run_reports_every_case(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "tests.bench", "--quick", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.bench", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "bench.json").read_text())
-    for case in ("baseline (naive, 1 worker)", "uniform, 1 worker", "uniform, 2 workers",
-                 "hot row (half on one row), 1 worker", "hot row (half on one row), 2 workers"):
+    for case in (
+        "baseline (naive, 1 worker)",
+        "uniform, 1 worker",
+        "uniform, 2 workers",
+        "hot row (half on one row), 1 worker",
+        "hot row (half on one row), 2 workers",
+    ):
         assert results[case]["drained"], (case, results[case])
         assert results[case]["events_per_s"] > 0, (case, results[case])
     assert results["ingest, 1 worker"]["single_requests_per_s"] > 0
@@ -24,8 +34,9 @@ def test_bench_quick_run_reports_every_case(tmp_path):
     for case in ("uniform, 1 worker", "uniform, 2 workers"):
         assert results[case]["first_row_to_final_per_s"] > 0, (case, results[case])
         # figured (a tiny run can finish between two samples: no CPU tick to see)
-        assert all(results[case][f"{part}_cpu_us"] >= 0
-                   for part in ("worker", "broker", "postgres")), (case, results[case])
+        assert all(
+            results[case][f"{part}_cpu_us"] >= 0 for part in ("worker", "broker", "postgres")
+        ), (case, results[case])
     assert results["footprint, 1 worker"]["idle_rss_mb"] > 0
     burst = results["burst, 2 workers"]
     assert burst["burst_events_per_s_produced"] > 0 and burst["series"]

@@ -13,8 +13,9 @@ OTHER = "f2000000-0000-4000-8000-000000000002"
 
 
 def run(pipeline, *args, timeout=120):
-    done = subprocess.run(faust(*args), env=pipeline.env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    done = subprocess.run(
+        faust(*args), env=pipeline.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
     return done.returncode, done.stdout, done.stderr
 
 
@@ -46,16 +47,25 @@ async def test_inspect_traffic_lag_and_redrive(pipeline_factory):
     await LoadClient(worker.web_port, model).send(updates, batch=100)
 
     # A valid update produced to the wrong partition is dead-lettered as misrouted...
-    wrong = next(p for p in range(pipeline.partitions) if p != pipeline.layout.source_partition(APP))
+    wrong = next(
+        p for p in range(pipeline.partitions) if p != pipeline.layout.source_partition(APP)
+    )
     fixed_row = (APP, f"{APP[:8]}-0000-4000-8000-0000000fffff")
     producer = pipeline.producer()
     await producer.start()
     try:
         await producer.send_and_wait(
             pipeline.topic("subscription-updates"),
-            orjson.dumps({"app_id": fixed_row[0], "subscription_id": fixed_row[1],
-                          "properties": {"redriven": True}}),
-            key=APP.encode(), partition=wrong)
+            orjson.dumps(
+                {
+                    "app_id": fixed_row[0],
+                    "subscription_id": fixed_row[1],
+                    "properties": {"redriven": True},
+                }
+            ),
+            key=APP.encode(),
+            partition=wrong,
+        )
     finally:
         await producer.stop()
     await pipeline.wait_for_rows(model.rows, 120, "the load to be applied")
@@ -66,16 +76,33 @@ async def test_inspect_traffic_lag_and_redrive(pipeline_factory):
     assert code == 0 and len(lines) == 5
     assert all(line["value"]["subscription_id"] == hot[1] for line in lines)
     # The internal topic's batch records: one line per update, with its place in the record.
-    code, out, err = run(pipeline, "inspect", "--topic", "internal", "--app", APP,
-                         "--subscription", hot[1], "--limit", "5")
+    code, out, err = run(
+        pipeline,
+        "inspect",
+        "--topic",
+        "internal",
+        "--app",
+        APP,
+        "--subscription",
+        hot[1],
+        "--limit",
+        "5",
+    )
     parts = [orjson.loads(line) for line in out.splitlines()]
     assert code == 0 and len(parts) == 5 and "5 update(s)" in err, err
-    assert all(p["value"]["subscription_id"] == hot[1] and isinstance(p["index"], int)
-               and isinstance(p["value"]["version"], int) for p in parts)
+    assert all(
+        p["value"]["subscription_id"] == hot[1]
+        and isinstance(p["index"], int)
+        and isinstance(p["value"]["version"], int)
+        for p in parts
+    )
     assert [p["value"]["version"] for p in parts] == sorted(p["value"]["version"] for p in parts)
     code, out, _ = run(pipeline, "inspect", "--key", "u7", "--limit", "50")
     # update 7 sets u7; the third later update of its row deletes it
-    assert [orjson.loads(line)["value"]["properties"]["u7"] for line in out.splitlines()] == [7, None]
+    assert [orjson.loads(line)["value"]["properties"]["u7"] for line in out.splitlines()] == [
+        7,
+        None,
+    ]
 
     code, out, _ = run(pipeline, "traffic", "--since", "1h", "--top", "2")
     assert code == 0 and f"{len(updates) + 1} updates" in out
@@ -94,14 +121,16 @@ async def test_inspect_traffic_lag_and_redrive(pipeline_factory):
     for key_args, problem in (([], "needs --api-key"), (["--api-key", "nope"], "unknown API key")):
         code, out, err = run(pipeline, "dlq", "redrive", "--reason", "misrouted", *key_args)
         assert code == 2 and problem in err and "Traceback" not in err, err
-    code, out, _ = run(pipeline, "dlq", "redrive", "--reason", "misrouted", "--dry-run",
-                       "--api-key", "test-key")
+    code, out, _ = run(
+        pipeline, "dlq", "redrive", "--reason", "misrouted", "--dry-run", "--api-key", "test-key"
+    )
     assert code == 0 and "1 dead letter(s) would be redriven" in out
     assert fixed_row not in pipeline.properties()
     code, out, _ = run(pipeline, "dlq", "redrive", "--reason", "misrouted", "--api-key", "test-key")
     assert code == 0 and "redrove 1 dead letter(s)" in out
-    await pipeline.wait_for_rows({**model.rows, fixed_row: {"redriven": True}}, 60,
-                                 "the redriven update to be applied")
+    await pipeline.wait_for_rows(
+        {**model.rows, fixed_row: {"redriven": True}}, 60, "the redriven update to be applied"
+    )
 
     code, out, _ = run(pipeline, "lag", "--url", f"http://127.0.0.1:{worker.web_port}")
     assert code == 0 and "message_lag" in out and "subscription-updates" in out

@@ -29,8 +29,10 @@ async def test_sigkill_while_writing_loses_and_reorders_nothing(pipeline_factory
     pipeline.start_worker()
 
     await pipeline.wait_for_rows(model.rows, 240, "the restarted worker to finish")
-    print(f"\nkilled with {sum(1 for k in model.rows if at_kill.get(k) == model.rows[k])} of "
-          f"{len(model.rows)} rows final; converged {time.monotonic() - killed_at:.1f}s after")
+    print(
+        f"\nkilled with {sum(1 for k in model.rows if at_kill.get(k) == model.rows[k])} of "
+        f"{len(model.rows)} rows final; converged {time.monotonic() - killed_at:.1f}s after"
+    )
 
 
 async def test_sigterm_ends_a_worker_with_exit_code_0_while_lag_rounds_run(pipeline_factory):
@@ -42,7 +44,7 @@ async def test_sigterm_ends_a_worker_with_exit_code_0_while_lag_rounds_run(pipel
     for attempt in range(3):
         worker = pipeline.start_worker()
 
-        async def lag_measured():
+        async def lag_measured(worker=worker):
             async with aiohttp.ClientSession(headers=AUTH) as session:
                 async with session.get(f"http://127.0.0.1:{worker.web_port}/metrics") as response:
                     return "rowstream_message_lag{" in await response.text()

@@ -12,8 +12,9 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def promtool_ok(promtool, *args):
-    done = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=120,
-                          cwd=DEPLOY / "prometheus")
+    done = subprocess.run(
+        [promtool, *args], capture_output=True, text=True, timeout=120, cwd=DEPLOY / "prometheus"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -40,8 +41,11 @@ def test_dashboard_and_alerts_use_only_exported_metrics():
     expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     expressions.append((DEPLOY / "prometheus" / "alerts.yml").read_text())
     used = {name for expr in expressions for name in re.findall(r"rowstream_[a-z_]+", expr)}
-    known = exported_names() | {"rowstream_message_lag", "rowstream_waiting_updates",
-                                "rowstream_time_lag_seconds"}
+    known = exported_names() | {
+        "rowstream_message_lag",
+        "rowstream_waiting_updates",
+        "rowstream_time_lag_seconds",
+    }
     assert used and used <= known, used - known
     titles = " ".join(panel["title"] for panel in dashboard["panels"])
     for needed in ("Message lag", "Time lag", "Rows written", "Write latency"):

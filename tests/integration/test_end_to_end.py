@@ -34,8 +34,10 @@ async def test_every_accepted_update_reaches_its_row_in_order_and_replay_changes
 
     await pipeline.wait_for_rows(model.rows, 240, "the rows to equal the model")
     elapsed = time.monotonic() - started
-    print(f"\n{TOTAL} updates: accepted in {sent:.1f}s ({TOTAL / sent:,.0f}/s), "
-          f"applied end to end in {elapsed:.1f}s ({TOTAL / elapsed:,.0f} events/s)")
+    print(
+        f"\n{TOTAL} updates: accepted in {sent:.1f}s ({TOTAL / sent:,.0f}/s), "
+        f"applied end to end in {elapsed:.1f}s ({TOTAL / elapsed:,.0f} events/s)"
+    )
 
     hot_row = max(model.rows, key=lambda key: sum(1 for u in updates if (u[0], u[1]) == key))
     async with aiohttp.ClientSession(headers=AUTH) as session:
@@ -55,9 +57,11 @@ async def test_every_accepted_update_reaches_its_row_in_order_and_replay_changes
             async with session.get(f"http://127.0.0.1:{worker.web_port}/shards/") as response:
                 report = await response.json()
             shards = report["shards"]
-            return (sum(s["total"]["events"] for s in shards) >= forwarded
-                    and all(s["total"]["rows"] > 0 and s["current_window"]["batches"] +
-                            s["previous_window"]["batches"] > 0 for s in shards))
+            return sum(s["total"]["events"] for s in shards) >= forwarded and all(
+                s["total"]["rows"] > 0
+                and s["current_window"]["batches"] + s["previous_window"]["batches"] > 0
+                for s in shards
+            )
 
         await eventually(shards_counted, timeout=60, what="/shards/ to count every event")
 
@@ -96,8 +100,11 @@ async def test_the_largest_update_the_api_accepts_is_applied(pipeline_factory):
     updates behind it on the same partitions must follow."""
     pipeline = pipeline_factory()
     worker = pipeline.start_worker()
-    app_id, big_row, small_row = APPS[0], "00000000-0000-4000-8000-00000000000b", \
-        "00000000-0000-4000-8000-00000000000c"
+    app_id, big_row, small_row = (
+        APPS[0],
+        "00000000-0000-4000-8000-00000000000b",
+        "00000000-0000-4000-8000-00000000000c",
+    )
     big = {f"key{n:03d}": chr(ord("a") + n % 26) * 4000 for n in range(250)}
     base = f"http://127.0.0.1:{worker.web_port}/v1/apps/{app_id}/subscriptions"
     async with aiohttp.ClientSession(headers=AUTH) as session:
@@ -106,7 +113,12 @@ async def test_the_largest_update_the_api_accepts_is_applied(pipeline_factory):
         async with session.patch(f"{base}/{big_row}", json=body) as response:
             assert response.status == 202, await response.text()
         for n in range(20):
-            async with session.patch(f"{base}/{small_row}", json={"properties": {"n": n}}) as response:
+            async with session.patch(
+                f"{base}/{small_row}", json={"properties": {"n": n}}
+            ) as response:
                 assert response.status == 202, await response.text()
-    await pipeline.wait_for_rows({(app_id, big_row): big, (app_id, small_row): {"n": 19}}, 60,
-                                 "the largest update and the small ones behind it to be applied")
+    await pipeline.wait_for_rows(
+        {(app_id, big_row): big, (app_id, small_row): {"n": 19}},
+        60,
+        "the largest update and the small ones behind it to be applied",
+    )

@@ -27,8 +27,10 @@ async def drain_and_count(pipeline, client, scenario):
     finally:
         lost, reordered = count_anomalies(ledger, pipeline.properties())
         drain = time.monotonic() - stopped
-        print(f"\n| {scenario} | {ledger.accepted} | {lost} | {reordered} | {drain:.1f} s |"
-              f" (run {stopped - started:.0f} s, {ledger.retried} client retries)")
+        print(
+            f"\n| {scenario} | {ledger.accepted} | {lost} | {reordered} | {drain:.1f} s |"
+            f" (run {stopped - started:.0f} s, {ledger.retried} client retries)"
+        )
         if lost:
             await trace_lost(pipeline, ledger)
     assert (lost, reordered) == (0, 0)
@@ -37,18 +39,30 @@ async def drain_and_count(pipeline, client, scenario):
 async def trace_lost(pipeline, ledger):
     """Say where each lost update stands in the two topics (a diagnosis, printed)."""
     actual = pipeline.properties()
-    missing = [(row, n) for row, count in ledger.sequences.items() for n in range(count)
-               if actual.get(row, {}).get(f"u{n}") != n]
+    missing = [
+        (row, n)
+        for row, count in ledger.sequences.items()
+        for n in range(count)
+        if actual.get(row, {}).get(f"u{n}") != n
+    ]
     for topic in ("subscription-updates", "rowstream-by-subscription"):
         records = await pipeline.read_topic(topic)
         for row, n in missing[:5]:
-            hits = [(r.partition, r.offset, r.timestamp) for r in records
-                    if f'"u{n}":{n}'.encode() in r.value and row[1].encode() in r.value]
+            hits = [
+                (r.partition, r.offset, r.timestamp)
+                for r in records
+                if f'"u{n}":{n}'.encode() in r.value and row[1].encode() in r.value
+            ]
             print(f"lost {row[1]} u{n}: in {topic} at {hits}")
     for worker in pipeline.workers:
-        print(f"--- {worker.log_path}: warnings\n" + "\n".join(
-            line[:200] for line in pipeline.log_tail(worker, 3_000_000).splitlines()
-            if "WARNING" in line or "ERROR" in line)[-3000:])
+        print(
+            f"--- {worker.log_path}: warnings\n"
+            + "\n".join(
+                line[:200]
+                for line in pipeline.log_tail(worker, 3_000_000).splitlines()
+                if "WARNING" in line or "ERROR" in line
+            )[-3000:]
+        )
 
 
 async def test_worker_sigkilled_three_times_under_load(pipeline_factory):
@@ -79,12 +93,14 @@ async def shard_events_applied(session, port, shard):
 async def caught_up(session, port, shard, timeout=60):
     """Wait until the shard has almost nothing waiting, so a rate measured next is the steady
     rate, not a start-up catch-up."""
+
     async def small_lag():
         async with session.get(f"http://127.0.0.1:{port}/lag/") as response:
             totals = (await response.json())["shards"]
         # time lag, not message lag: committed offsets trail by up to a commit interval of events
         return any(t["shard"] == shard for t in totals) and all(
-            t["time_lag_seconds"] < 3 for t in totals if t["shard"] == shard)
+            t["time_lag_seconds"] < 3 for t in totals if t["shard"] == shard
+        )
 
     await eventually(small_lag, timeout, f"shard {shard} to catch up")
 
@@ -100,8 +116,10 @@ async def test_shard_outage_holds_only_that_shard(pipeline_factory):
     pipeline = pipeline_factory()
     worker = pipeline.start_worker()
     assert [pipeline.layout.shard_of_app(a) for a in APPS] == [0, 1]
-    async with load([worker.web_port], APPS, rows_per_app=200, batch=50, rate=1000) as client, \
-            aiohttp.ClientSession(headers=AUTH) as session:
+    async with (
+        load([worker.web_port], APPS, rows_per_app=200, batch=50, rate=1000) as client,
+        aiohttp.ClientSession(headers=AUTH) as session,
+    ):
         await asyncio.sleep(5)
         await caught_up(session, worker.web_port, 0)
         rate_before = await events_per_second(session, worker.web_port, 0, 8)
@@ -129,7 +147,10 @@ async def test_sigterm_under_load_stops_within_30s_and_restarts_exact(pipeline_f
         assert stopped_in < 30, f"the worker took {stopped_in:.1f}s to stop"
         pipeline.start_worker(port=port)
         await asyncio.sleep(4)
-    print(f"\nSIGTERM under load: stopped in {stopped_in:.1f}s (exit code {worker.process.returncode})")
+    print(
+        f"\nSIGTERM under load: stopped in {stopped_in:.1f}s "
+        f"(exit code {worker.process.returncode})"
+    )
     await drain_and_count(pipeline, client, "SIGTERM under load, restart")
 
 
@@ -141,8 +162,10 @@ async def test_slow_shard_does_not_slow_the_other(stack, pipeline_factory):
     with Proxy(postgres.port) as proxy:
         pipeline = pipeline_factory(ports={1: proxy.port})
         worker = pipeline.start_worker()
-        async with load([worker.web_port], APPS, rows_per_app=200, batch=50, rate=1000) as client, \
-                aiohttp.ClientSession(headers=AUTH) as session:
+        async with (
+            load([worker.web_port], APPS, rows_per_app=200, batch=50, rate=1000) as client,
+            aiohttp.ClientSession(headers=AUTH) as session,
+        ):
             await asyncio.sleep(5)
             await caught_up(session, worker.web_port, 0)
             rate_fast = await events_per_second(session, worker.web_port, 0, 10)
@@ -151,8 +174,10 @@ async def test_slow_shard_does_not_slow_the_other(stack, pipeline_factory):
             rate_slow = await events_per_second(session, worker.web_port, 0, 10)
             proxy.delay = 0.0
             await asyncio.sleep(3)
-        print(f"\nshard 0 events/s with shard 1 at full speed {rate_fast:.0f}, "
-              f"with 200 ms added to shard 1 {rate_slow:.0f}")
+        print(
+            f"\nshard 0 events/s with shard 1 at full speed {rate_fast:.0f}, "
+            f"with 200 ms added to shard 1 {rate_slow:.0f}"
+        )
         assert abs(rate_slow - rate_fast) <= 0.2 * rate_fast, (rate_fast, rate_slow)
         await drain_and_count(pipeline, client, "shard 1 slowed by 200 ms")
 
@@ -175,9 +200,14 @@ async def test_scale_out_and_in_under_load(pipeline_factory):
     steps = []
 
     def show(step):
-        steps.append(f"{step}: " + ", ".join(
-            f"w{n} {assigned_internal(pipeline, w)}" for n, w in enumerate(workers)
-            if w.process.poll() is None))
+        steps.append(
+            f"{step}: "
+            + ", ".join(
+                f"w{n} {assigned_internal(pipeline, w)}"
+                for n, w in enumerate(workers)
+                if w.process.poll() is None
+            )
+        )
 
     async with load(ports, APPS, rows_per_app=50, batch=50, rate=800) as client:
         await asyncio.sleep(8)
@@ -202,8 +232,10 @@ POISON = [  # (reason, value): what a producer that bypasses the API might write
     ("invalid", b'{"app_id": "not-a-uuid", "subscription_id": "x", "properties": {}}'),
     ("invalid", b'{"app_id": "%s", "subscription_id": "%s", "properties": {"a": [1]}}'),
     ("invalid", b'{"app_id": "%s", "subscription_id": "%s", "properties": {}, "surprise": 1}'),
-    ("invalid", b'{"app_id": "%s", "subscription_id": "%s", "properties": {"big": "'
-     + b"x" * 5000 + b'"}}'),
+    (
+        "invalid",
+        b'{"app_id": "%s", "subscription_id": "%s", "properties": {"big": "' + b"x" * 5000 + b'"}}',
+    ),
 ]
 
 
@@ -221,9 +253,14 @@ async def test_poison_under_load_is_dead_lettered_and_the_partitions_keep_flowin
                 app_id = APPS[n % 2]
                 reason, value = POISON[n % len(POISON)]
                 if value is not None and b"%s" in value:
-                    value = value % (app_id.encode(), f"{app_id[:8]}-0000-4000-8000-000000000bad".encode())
+                    value = value % (
+                        app_id.encode(),
+                        f"{app_id[:8]}-0000-4000-8000-000000000bad".encode(),
+                    )
                 partition = pipeline.layout.source_partition(app_id)
-                meta = await producer.send_and_wait(topic, value, key=app_id.encode(), partition=partition)
+                meta = await producer.send_and_wait(
+                    topic, value, key=app_id.encode(), partition=partition
+                )
                 sent.append((reason, partition, meta.offset))
                 await asyncio.sleep(0.05)
             await asyncio.sleep(2)
@@ -239,7 +276,12 @@ async def test_poison_under_load_is_dead_lettered_and_the_partitions_keep_flowin
     for record in await pipeline.read_topic("rowstream-dead-letters"):
         headers = {name: value.decode() for name, value in record.headers}
         assert headers["rowstream-topic"] == topic and headers["rowstream-error"]
-        letters.append((headers["rowstream-reason"], int(headers["rowstream-partition"]),
-                        int(headers["rowstream-offset"])))
+        letters.append(
+            (
+                headers["rowstream-reason"],
+                int(headers["rowstream-partition"]),
+                int(headers["rowstream-offset"]),
+            )
+        )
     # at-least-once: a re-read could dead-letter an event twice, never lose or invent one
     assert set(letters) == set(sent)

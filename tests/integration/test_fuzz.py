@@ -32,10 +32,13 @@ _import_all_of(schemathesis)
 REQUESTS = int(os.environ.get("FUZZ_REQUESTS", "600"))
 
 
-@pytest.mark.parametrize("requests", [
-    pytest.param(10_000, marks=[pytest.mark.faults, pytest.mark.long], id="10k"),
-    pytest.param(REQUESTS, id="smoke"),
-])
+@pytest.mark.parametrize(
+    "requests",
+    [
+        pytest.param(10_000, marks=[pytest.mark.faults, pytest.mark.long], id="10k"),
+        pytest.param(REQUESTS, id="smoke"),
+    ],
+)
 def test_fuzzed_requests_never_get_a_5xx(pipeline_factory, requests):
     pipeline = pipeline_factory()
     worker = pipeline.start_worker()
@@ -47,8 +50,14 @@ def test_fuzzed_requests_never_get_a_5xx(pipeline_factory, requests):
 
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            @settings(max_examples=per_strategy, deadline=None, database=None,
-                      phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+
+            @settings(
+                max_examples=per_strategy,
+                deadline=None,
+                database=None,
+                phases=[Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=operation.as_strategy(generation_mode=mode))
             def exercise(case):
                 headers = {**(case.headers or {}), **AUTH}  # a valid key: fuzz past the auth check

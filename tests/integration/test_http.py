@@ -36,7 +36,9 @@ async def test_bad_requests_get_a_json_error_and_produce_nothing(api):
     good = {"properties": {"plan": "pro"}}
     await call(session, "PATCH", ROW, 401, headers={}, json=good)
     await call(session, "PATCH", ROW, 401, headers={"Authorization": "Bearer wrong"}, json=good)
-    await call(session, "PATCH", ROW, 401, headers={"Authorization": "Basic dGVzdC1rZXk="}, json=good)
+    await call(
+        session, "PATCH", ROW, 401, headers={"Authorization": "Basic dGVzdC1rZXk="}, json=good
+    )
     await call(session, "GET", ROW, 401, headers={})
     _, body = await call(session, "PATCH", f"/v1/apps/nope/subscriptions/{SUB}", 400, json=good)
     assert body["problems"] == [{"where": "app_id", "problem": "not a UUID"}]
@@ -44,13 +46,21 @@ async def test_bad_requests_get_a_json_error_and_produce_nothing(api):
     assert "Invalid JSON" in body["problems"][0]["problem"]
     _, body = await call(session, "PATCH", ROW, 400, json={"properties": {"a": {"b": 1}}})
     assert body["problems"][0]["where"] == "properties.a"
-    _, body = await call(session, "POST", "/v1/updates", 400, json=[
-        {"app_id": APP, "subscription_id": SUB, "properties": {}},
-        {"app_id": APP, "subscription_id": "x", "properties": {}},
-    ])
+    _, body = await call(
+        session,
+        "POST",
+        "/v1/updates",
+        400,
+        json=[
+            {"app_id": APP, "subscription_id": SUB, "properties": {}},
+            {"app_id": APP, "subscription_id": "x", "properties": {}},
+        ],
+    )
     assert [p["where"] for p in body["problems"]] == ["[1].subscription_id"]
     await call(session, "POST", "/v1/updates", 400, json={"not": "a list"})
-    _, body = await call(session, "POST", "/v1/updates", 413, data=b"[" + b" " * (1024 * 1024) + b"]")
+    _, body = await call(
+        session, "POST", "/v1/updates", 413, data=b"[" + b" " * (1024 * 1024) + b"]"
+    )
     assert "1048576" in body["error"]
     _, body = await call(session, "GET", ROW, 404)
     assert body == {"error": "no such row"}
@@ -63,15 +73,30 @@ async def test_scoped_keys_and_secrets_stay_out_of_logs_and_bodies(api):
     await call(session, "PATCH", ROW, 202, headers=SCOPED, json={"properties": {"a": 1}})
     other_row = f"/v1/apps/{OTHER_APP}/subscriptions/{SUB}"
     _, body = await call(session, "PATCH", other_row, 403, headers=SCOPED, json={"properties": {}})
-    assert body["problems"] == [{"where": "app_id", "problem": f"{OTHER_APP} is outside the key's scope"}]
+    assert body["problems"] == [
+        {"where": "app_id", "problem": f"{OTHER_APP} is outside the key's scope"}
+    ]
     await call(session, "GET", other_row, 403, headers=SCOPED)
-    _, body = await call(session, "POST", "/v1/updates", 403, headers=SCOPED, json=[
-        {"app_id": APP, "subscription_id": SUB, "properties": {}},
-        {"app_id": OTHER_APP, "subscription_id": SUB, "properties": {}},
-    ])
+    _, body = await call(
+        session,
+        "POST",
+        "/v1/updates",
+        403,
+        headers=SCOPED,
+        json=[
+            {"app_id": APP, "subscription_id": SUB, "properties": {}},
+            {"app_id": OTHER_APP, "subscription_id": SUB, "properties": {}},
+        ],
+    )
     await call(session, "PATCH", other_row, 202, json={"properties": {"b": 2}})  # unscoped key
-    _, body = await call(session, "PATCH", ROW, 401, headers={"Authorization": "Bearer sk-wrong-42"},
-                         json={"properties": {}})
+    _, body = await call(
+        session,
+        "PATCH",
+        ROW,
+        401,
+        headers={"Authorization": "Bearer sk-wrong-42"},
+        json={"properties": {}},
+    )
     assert "sk-wrong-42" not in str(body)
     worker_log = pipeline.log_tail(pipeline.workers[0], 1_000_000)
     for secret in ("scoped-key", "test-key", "sk-wrong-42"):
@@ -84,7 +109,10 @@ async def test_health_and_openapi(api):
     assert body == {"ok": True}
     _, document = await call(session, "GET", "/openapi.json", 200, headers={})
     assert document["openapi"].startswith("3.0")
-    assert set(document["paths"]) == {"/v1/apps/{app_id}/subscriptions/{subscription_id}", "/v1/updates"}
+    assert set(document["paths"]) == {
+        "/v1/apps/{app_id}/subscriptions/{subscription_id}",
+        "/v1/updates",
+    }
 
 
 async def test_admin_views_need_an_unscoped_key_and_probes_stay_open(api):
@@ -95,6 +123,7 @@ async def test_admin_views_need_an_unscoped_key_and_probes_stay_open(api):
         await call(session, "GET", path, 401, headers={"Authorization": "Bearer wrong"})
         _, body = await call(session, "GET", path, 403, headers=SCOPED)
         assert "unscoped" in body["error"]
+
         async def answers(path=path):
             async with session.get(path, headers=AUTH) as response:
                 return response.status == 200  # 503 while the worker's tables are starting
@@ -108,7 +137,8 @@ async def test_admin_views_need_an_unscoped_key_and_probes_stay_open(api):
 
 
 async def test_broker_down_means_503_and_not_ready_then_recovers_without_a_restart(
-        stack, pipeline_factory, tmp_path):
+    stack, pipeline_factory, tmp_path
+):
     from deploy.local import Broker, free_port
 
     port = free_port()
@@ -118,6 +148,7 @@ async def test_broker_down_means_503_and_not_ready_then_recovers_without_a_resta
         pipeline = pipeline_factory(broker=own_broker.url, produce_timeout="2", lag_interval="1")
         worker = pipeline.start_worker()
         async with aiohttp.ClientSession(f"http://127.0.0.1:{worker.web_port}") as session:
+
             async def ready():
                 async with session.get("/readyz") as response:
                     return response.status == 200
@@ -147,7 +178,9 @@ async def test_broker_down_means_503_and_not_ready_then_recovers_without_a_resta
             # new, empty logs, and Faust drops records below its read offset. A durable Kafka
             # keeps its logs across a restart (broker-notes: memory storage).
             async def accepted():
-                async with session.patch(ROW, headers=AUTH, json={"properties": {"a": 3}}) as response:
+                async with session.patch(
+                    ROW, headers=AUTH, json={"properties": {"a": 3}}
+                ) as response:
                     return response.status == 202
 
             await eventually(accepted, 90, "the API to accept updates again")
@@ -162,6 +195,7 @@ async def test_slow_and_huge_clients_cost_bounded_time_and_memory(pipeline_facto
     worker = pipeline.start_worker()
     port = worker.web_port
     async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+
         async def up():
             async with session.patch(ROW, headers=AUTH, json={"properties": {"a": 0}}) as response:
                 return response.status == 202
@@ -171,9 +205,11 @@ async def test_slow_and_huge_clients_cost_bounded_time_and_memory(pipeline_facto
 
         # Slow: the headers promise 1,000 bytes of body, 10 come, then nothing.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"PATCH {ROW} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n"
-                     "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-                     '{"propert'.encode())
+        writer.write(
+            f"PATCH {ROW} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            '{"propert'.encode()
+        )
         await writer.drain()
         await call(session, "PATCH", ROW, 202, json={"properties": {"a": 1}})  # others are served
         status_line = await asyncio.wait_for(reader.readline(), 10)

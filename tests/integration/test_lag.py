@@ -21,8 +21,11 @@ async def scrape(session, port):
     values = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name in ("rowstream_message_lag", "rowstream_waiting_updates",
-                               "rowstream_time_lag_seconds"):
+            if sample.name in (
+                "rowstream_message_lag",
+                "rowstream_waiting_updates",
+                "rowstream_time_lag_seconds",
+            ):
                 key = (sample.name, sample.labels["topic"], int(sample.labels["partition"]))
                 values[key] = sample.value
     return text, values
@@ -71,18 +74,32 @@ async def test_lag_metrics_and_the_burst_scenario(pipeline_factory, promtool):
         # shard's partitions hold everything sent to them, the free shard's nothing.
         # So do the waiting updates: on the internal topic each waiting batch record holds many.
         async def metrics_match_the_count():
-            source, internal = await expected_lag(pipeline, SOURCE), await expected_lag(pipeline, INTERNAL)
-            waiting = {SOURCE: await expected_waiting(pipeline, SOURCE),
-                       INTERNAL: await expected_waiting(pipeline, INTERNAL)}
+            source, internal = (
+                await expected_lag(pipeline, SOURCE),
+                await expected_lag(pipeline, INTERNAL),
+            )
+            waiting = {
+                SOURCE: await expected_waiting(pipeline, SOURCE),
+                INTERNAL: await expected_waiting(pipeline, INTERNAL),
+            }
             _, values = await scrape(session, port)
             got_source = {p: values[("rowstream_message_lag", SOURCE, p)] for p in source}
             got_internal = {p: values[("rowstream_message_lag", INTERNAL, p)] for p in internal}
-            got_waiting = {topic: {p: values[("rowstream_waiting_updates", topic, p)]
-                                   for p in range(pipeline.partitions)} for topic in waiting}
-            return (got_source == source and got_internal == internal and got_waiting == waiting
-                    and sum(internal[p] for p in held_partitions) > 0
-                    and sum(waiting[INTERNAL].values()) > sum(internal.values())
-                    and not any(internal[p] for p in internal if p not in held_partitions))
+            got_waiting = {
+                topic: {
+                    p: values[("rowstream_waiting_updates", topic, p)]
+                    for p in range(pipeline.partitions)
+                }
+                for topic in waiting
+            }
+            return (
+                got_source == source
+                and got_internal == internal
+                and got_waiting == waiting
+                and sum(internal[p] for p in held_partitions) > 0
+                and sum(waiting[INTERNAL].values()) > sum(internal.values())
+                and not any(internal[p] for p in internal if p not in held_partitions)
+            )
 
         await eventually(metrics_match_the_count, 60, "lag metrics equal to the test's count")
 
@@ -101,10 +118,14 @@ async def test_lag_metrics_and_the_burst_scenario(pipeline_factory, promtool):
         await eventually(risen, 15, "the held partitions' time lag to rise by 2 s")
         text, values = rising["text"], rising["values"]
         second = worst_time_lag(values)
-        assert all(values[("rowstream_time_lag_seconds", INTERNAL, p)] == 0
-                   for p in range(pipeline.partitions) if p not in held_partitions)
-        check = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
-                               capture_output=True, timeout=60)
+        assert all(
+            values[("rowstream_time_lag_seconds", INTERNAL, p)] == 0
+            for p in range(pipeline.partitions)
+            if p not in held_partitions
+        )
+        check = subprocess.run(
+            [promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60
+        )
         assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
 
         # /lag/ (JSON and text) and /readyz say the same.
@@ -113,25 +134,32 @@ async def test_lag_metrics_and_the_burst_scenario(pipeline_factory, promtool):
         shard_totals = {(t["topic"], t["shard"]): t for t in report["shards"]}
         assert shard_totals[(INTERNAL, 1)]["message_lag"] > 0
         assert shard_totals[(INTERNAL, 1)]["waiting_updates"] == sum(
-            values[("rowstream_waiting_updates", INTERNAL, p)] for p in held_partitions)
+            values[("rowstream_waiting_updates", INTERNAL, p)] for p in held_partitions
+        )
         assert shard_totals[(INTERNAL, 1)]["time_lag_seconds"] >= 2
         assert shard_totals[(INTERNAL, 0)]["message_lag"] == 0
         async with session.get(f"http://127.0.0.1:{port}/lag/?format=text") as response:
             text_report = await response.text()
         assert "message_lag" in text_report and "waiting_updates" in text_report
         assert INTERNAL in text_report
+
         async def shards_tell_of_the_outage():
             async with session.get(f"http://127.0.0.1:{port}/shards/") as response:
                 report = {s["shard"]: s for s in (await response.json())["shards"]}
-            return (not report[1]["up"] and report[0]["up"]
-                    and report[1]["total"]["errors_transient"] > 0
-                    and report[0]["total"]["errors_transient"] == 0)
+            return (
+                not report[1]["up"]
+                and report[0]["up"]
+                and report[1]["total"]["errors_transient"] > 0
+                and report[0]["total"]["errors_transient"] == 0
+            )
 
         await eventually(shards_tell_of_the_outage, 30, "/shards/ to show shard 1 down with errors")
         async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
             assert response.status == 503
-            assert (await response.json())["shards"] == [{"shard": 0, "up": True},
-                                                          {"shard": 1, "up": False}]
+            assert (await response.json())["shards"] == [
+                {"shard": 0, "up": True},
+                {"shard": 1, "up": False},
+            ]
 
         # Release: the backlog is applied, and both lags return to 0.
         released = time.monotonic()
@@ -145,5 +173,7 @@ async def test_lag_metrics_and_the_burst_scenario(pipeline_factory, promtool):
         await eventually(all_zero, 60, "message lag and time lag back to 0")
         async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
             assert response.status == 200
-        print(f"\nheld shard: time lag {first:.1f}s -> {second:.1f}s while held; "
-              f"drained {time.monotonic() - released:.1f}s after release")
+        print(
+            f"\nheld shard: time lag {first:.1f}s -> {second:.1f}s while held; "
+            f"drained {time.monotonic() - released:.1f}s after release"
+        )

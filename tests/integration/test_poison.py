@@ -6,8 +6,8 @@ import psycopg2
 
 from app.model import events
 from app.sink import sql
-from tests.support.helpers import eventually
 from app.sink.coalesce import apply
+from tests.support.helpers import eventually
 
 APP = "3c000000-0000-4000-8000-000000000001"
 OTHER_APP = "e1000000-0000-4000-8000-000000000002"  # belongs on another partition
@@ -15,8 +15,9 @@ SUB = "3c000000-0000-4000-8000-0000000000aa"
 
 
 def update(properties, app_id=APP, **extra):
-    return orjson.dumps({"app_id": app_id, "subscription_id": SUB, "properties": properties,
-                         **extra})
+    return orjson.dumps(
+        {"app_id": app_id, "subscription_id": SUB, "properties": properties, **extra}
+    )
 
 
 async def test_poison_goes_to_the_dead_letter_topic_and_the_partition_moves_on(pipeline_factory):
@@ -31,8 +32,10 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_partition_moves_on(p
     conn = psycopg2.connect(pipeline.dsns[shard])
     with conn, conn.cursor() as cur:
         cur.execute(sql.SCHEMA)
-        cur.execute("ALTER TABLE subscriptions ADD CONSTRAINT no_forbidden "
-                    "CHECK (NOT properties ? 'forbidden')")
+        cur.execute(
+            "ALTER TABLE subscriptions ADD CONSTRAINT no_forbidden "
+            "CHECK (NOT properties ? 'forbidden')"
+        )
     conn.close()
 
     sequence = [
@@ -54,8 +57,9 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_partition_moves_on(p
     offsets = []
     try:
         for _, value in sequence:
-            meta = await producer.send_and_wait(pipeline.topic("subscription-updates"), value,
-                                                key=APP.encode(), partition=partition)
+            meta = await producer.send_and_wait(
+                pipeline.topic("subscription-updates"), value, key=APP.encode(), partition=partition
+            )
             offsets.append(meta.offset)
     finally:
         await producer.stop()
@@ -100,17 +104,28 @@ async def test_a_poison_update_inside_a_batch_record_is_dead_lettered_alone(pipe
     pipeline = pipeline_factory()
     layout = pipeline.layout
     target = layout.target_partition(APP, SUB)
-    good = [events.batch_entry(10, 3, 1.0, update({"a": 1})),
-            events.batch_entry(11, 3, 1.0, update({"b": 2}))]
+    good = [
+        events.batch_entry(10, 3, 1.0, update({"a": 1})),
+        events.batch_entry(11, 3, 1.0, update({"b": 2})),
+    ]
     bad = events.batch_entry(12, 3, 1.0, update({"nested": [1]}))
     after = events.batch_entry(13, 3, 1.0, update({"a": None, "c": 3}))
-    records = [events.batch_record([good[0], bad, good[1]]), b"not a batch record",
-               events.batch_record([after])]
+    records = [
+        events.batch_record([good[0], bad, good[1]]),
+        b"not a batch record",
+        events.batch_record([after]),
+    ]
     producer = pipeline.producer()
     await producer.start()
     try:
-        offsets = [(await producer.send_and_wait(pipeline.topic("rowstream-by-subscription"), value,
-                                                 partition=target)).offset for value in records]
+        offsets = [
+            (
+                await producer.send_and_wait(
+                    pipeline.topic("rowstream-by-subscription"), value, partition=target
+                )
+            ).offset
+            for value in records
+        ]
     finally:
         await producer.stop()
     pipeline.start_worker()
@@ -125,13 +140,20 @@ async def test_a_poison_update_inside_a_batch_record_is_dead_lettered_alone(pipe
         headers = {name: value.decode() for name, value in record.headers}
         letters[headers.get("rowstream-seen-index")] = (headers, record)
     inside, inside_record = letters["1"]
-    assert inside["rowstream-reason"] == "invalid" and "updates[1].u.properties.nested" in \
-        inside["rowstream-error"]
-    assert (inside["rowstream-seen-topic"], int(inside["rowstream-seen-partition"]),
-            int(inside["rowstream-seen-offset"])) == (
-        pipeline.topic("rowstream-by-subscription"), target, offsets[0])
-    assert (inside["rowstream-topic"], inside["rowstream-partition"], inside["rowstream-offset"]) \
-        == (pipeline.topic("subscription-updates"), "3", "12")  # its origin, from the entry
+    assert (
+        inside["rowstream-reason"] == "invalid"
+        and "updates[1].u.properties.nested" in inside["rowstream-error"]
+    )
+    assert (
+        inside["rowstream-seen-topic"],
+        int(inside["rowstream-seen-partition"]),
+        int(inside["rowstream-seen-offset"]),
+    ) == (pipeline.topic("rowstream-by-subscription"), target, offsets[0])
+    assert (
+        inside["rowstream-topic"],
+        inside["rowstream-partition"],
+        inside["rowstream-offset"],
+    ) == (pipeline.topic("subscription-updates"), "3", "12")  # its origin, from the entry
     assert orjson.loads(inside_record.value)["properties"] == {"nested": [1]}  # the update alone
     whole, whole_record = letters[None]
     assert whole["rowstream-reason"] == "undecodable" and whole_record.value == records[1]
@@ -144,14 +166,22 @@ async def test_a_poison_update_inside_an_update_batch_is_dead_lettered_alone(pip
     alone with the record's coordinates and its index; the rest applies in order."""
     pipeline = pipeline_factory()
     partition = pipeline.layout.source_partition(APP)
-    parts = [update({"a": 1}), update({"nested": [1]}), update({"b": 2}, app_id=OTHER_APP),
-             update({"a": None, "c": 3})]
+    parts = [
+        update({"a": 1}),
+        update({"nested": [1]}),
+        update({"b": 2}, app_id=OTHER_APP),
+        update({"a": None, "c": 3}),
+    ]
     producer = pipeline.producer()
     await producer.start()
     try:
         meta = await producer.send_and_wait(
-            pipeline.topic("subscription-updates"), events.update_batch(parts), key=APP.encode(),
-            partition=partition, headers=[(events.UPDATES_HEADER, b"4")])
+            pipeline.topic("subscription-updates"),
+            events.update_batch(parts),
+            key=APP.encode(),
+            partition=partition,
+            headers=[(events.UPDATES_HEADER, b"4")],
+        )
     finally:
         await producer.stop()
     pipeline.start_worker()
@@ -164,10 +194,16 @@ async def test_a_poison_update_inside_an_update_batch_is_dead_lettered_alone(pip
     found = {}
     for record in await pipeline.read_topic("rowstream-dead-letters"):
         headers = {name: value.decode() for name, value in record.headers}
-        assert (headers["rowstream-topic"], int(headers["rowstream-partition"]),
-                int(headers["rowstream-offset"])) == (pipeline.topic("subscription-updates"),
-                                                      partition, meta.offset)
-        found[headers["rowstream-seen-index"]] = (headers["rowstream-reason"],
-                                                  orjson.loads(record.value))
-    assert found == {"1": ("invalid", orjson.loads(parts[1])),
-                     "2": ("misrouted", orjson.loads(parts[2]))}
+        assert (
+            headers["rowstream-topic"],
+            int(headers["rowstream-partition"]),
+            int(headers["rowstream-offset"]),
+        ) == (pipeline.topic("subscription-updates"), partition, meta.offset)
+        found[headers["rowstream-seen-index"]] = (
+            headers["rowstream-reason"],
+            orjson.loads(record.value),
+        )
+    assert found == {
+        "1": ("invalid", orjson.loads(parts[1])),
+        "2": ("misrouted", orjson.loads(parts[2])),
+    }

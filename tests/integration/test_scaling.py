@@ -21,7 +21,9 @@ async def test_two_workers_split_the_work_and_agree_on_the_shard_figures(pipelin
     updates = make_updates(APPS, rows_per_app=60, total=6_000, hot_share=1_000, seed=3)
     # Each app's requests go to one worker, in order; the two apps to different workers.
     await LoadClient(first.web_port, model).send([u for u in updates if u[0] == APPS[0]], batch=250)
-    await LoadClient(second.web_port, model).send([u for u in updates if u[0] == APPS[1]], batch=250)
+    await LoadClient(second.web_port, model).send(
+        [u for u in updates if u[0] == APPS[1]], batch=250
+    )
 
     await pipeline.wait_for_rows(model.rows, 180, "the rows to equal the model")
 
@@ -29,20 +31,27 @@ async def test_two_workers_split_the_work_and_agree_on_the_shard_figures(pipelin
     # applied at least once, so the writers count at least that many.
     forwarded = sum((await pipeline.updates_in("rowstream-by-subscription")).values())
     async with aiohttp.ClientSession(headers=AUTH) as session:
+
         async def both_count_everything():
             reports = [await shards_report(session, w) for w in (first, second)]
             totals = [[s["total"] for s in r["shards"]] for r in reports]
             return totals[0] == totals[1] and sum(t["events"] for t in totals[0]) >= forwarded
 
         try:
-            await eventually(both_count_everything, timeout=60,
-                             what="both workers to report the same cluster-wide figures")
+            await eventually(
+                both_count_everything,
+                timeout=60,
+                what="both workers to report the same cluster-wide figures",
+            )
         except AssertionError as exc:
             reports = [await shards_report(session, w) for w in (first, second)]
             raise AssertionError(f"{exc}: {reports}") from None
 
     # Both workers owned internal-topic partitions (Faust logs each assignment as a table).
     for worker in (first, second):
-        assigned = [line for line in pipeline.log_tail(worker, 500_000).splitlines()
-                    if f"{pipeline.topic('rowstream-by-subscription')} " in line and "{" in line]
+        assigned = [
+            line
+            for line in pipeline.log_tail(worker, 500_000).splitlines()
+            if f"{pipeline.topic('rowstream-by-subscription')} " in line and "{" in line
+        ]
         assert assigned, f"{worker.log_path}: no internal-topic partitions assigned"

@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Optional
 
 import aiohttp
 
@@ -87,17 +87,29 @@ class FailoverClient:
         self.stop = asyncio.Event()
         self.started = time.monotonic()
 
-    async def run(self, apps: list[str], rows_per_app: int, batch: int, rate: Optional[float],
-                  seed: int = 1, total: Optional[int] = None) -> None:
+    async def run(
+        self,
+        apps: list[str],
+        rows_per_app: int,
+        batch: int,
+        rate: float | None,
+        seed: int = 1,
+        total: int | None = None,
+    ) -> None:
         """Send until ``stop`` is set (or ``total`` updates are accepted), at about ``rate``
         updates per second overall when given."""
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(headers=AUTH, timeout=timeout) as session:
             per_app_total = None if total is None else total // len(apps)
             per_app_rate = None if rate is None else rate / len(apps)
-            await asyncio.gather(*(
-                self._app(session, app, rows_per_app, batch, per_app_rate, seed + i, per_app_total)
-                for i, app in enumerate(apps)))
+            await asyncio.gather(
+                *(
+                    self._app(
+                        session, app, rows_per_app, batch, per_app_rate, seed + i, per_app_total
+                    )
+                    for i, app in enumerate(apps)
+                )
+            )
 
     async def _app(self, session, app, rows_per_app, batch, rate, seed, total) -> None:
         rng = random.Random(seed)
@@ -126,11 +138,13 @@ class FailoverClient:
         while True:
             port = self.ports[worker % len(self.ports)]
             try:
-                async with session.post(f"http://127.0.0.1:{port}/v1/updates", json=body) as response:
+                async with session.post(
+                    f"http://127.0.0.1:{port}/v1/updates", json=body
+                ) as response:
                     if response.status == 202:
                         return worker
                     assert response.status == 503, (response.status, await response.text())
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             self.ledger.retried += 1
             if time.monotonic() > deadline:

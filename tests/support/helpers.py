@@ -9,9 +9,10 @@ import random
 import subprocess
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any
 
 import aiohttp
 import orjson
@@ -19,9 +20,9 @@ import psycopg2
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.kafka.topic_setup import bootstrap_servers
-from app.sink.coalesce import apply
 from app.model.partitioning import Layout
 from app.settings import even_shard_map
+from app.sink.coalesce import apply
 from deploy.local import free_port
 from deploy.stack import ROOT, Worker, faust
 
@@ -29,8 +30,9 @@ KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str,
-                     interval: float = 0.2) -> None:
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.2
+) -> None:
     """Wait until ``check()`` is true; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not await check():
@@ -50,9 +52,17 @@ class Pipeline:
     workers: list[Worker] = field(default_factory=list)
 
     @classmethod
-    def create(cls, stack_broker: Any, postgres: Any, tmp: Path, partitions: int = 8, shards: int = 2,
-               ports: Optional[dict[int, int]] = None, prefix: str = "t",
-               **settings: str) -> "Pipeline":
+    def create(
+        cls,
+        stack_broker: Any,
+        postgres: Any,
+        tmp: Path,
+        partitions: int = 8,
+        shards: int = 2,
+        ports: dict[int, int] | None = None,
+        prefix: str = "t",
+        **settings: str,
+    ) -> Pipeline:
         """A pipeline of its own on a running broker and Postgres: unique topics (made here),
         consumer group and shard databases; ``settings`` become ROWSTREAM_* variables (``broker=``
         points the pipeline at another broker than the stack's).
@@ -60,22 +70,33 @@ class Pipeline:
         name = f"{prefix}{uuid.uuid4().hex[:10]}"
         databases = [f"{name}_shard{n}" for n in range(shards)]
         postgres.create_databases(databases)
-        worker_dsns = [postgres.dsn(db).replace(f":{postgres.port}/",
-                                                f":{(ports or {}).get(n, postgres.port)}/")
-                       for n, db in enumerate(databases)]
+        worker_dsns = [
+            postgres.dsn(db).replace(
+                f":{postgres.port}/", f":{(ports or {}).get(n, postgres.port)}/"
+            )
+            for n, db in enumerate(databases)
+        ]
         env = {key: value for key, value in os.environ.items() if not key.startswith("ROWSTREAM_")}
-        env.update({
-            "ROWSTREAM_BROKER": stack_broker.url,
-            "ROWSTREAM_SHARDS": ",".join(worker_dsns),
-            "ROWSTREAM_PARTITIONS": str(partitions),
-            "ROWSTREAM_TOPIC_PREFIX": f"{name}-",
-            "ROWSTREAM_GROUP_ID": name,
-            "ROWSTREAM_API_KEYS": KEY,
-            "ROWSTREAM_SESSION_TIMEOUT": "6",
-        })
+        env.update(
+            {
+                "ROWSTREAM_BROKER": stack_broker.url,
+                "ROWSTREAM_SHARDS": ",".join(worker_dsns),
+                "ROWSTREAM_PARTITIONS": str(partitions),
+                "ROWSTREAM_TOPIC_PREFIX": f"{name}-",
+                "ROWSTREAM_GROUP_ID": name,
+                "ROWSTREAM_API_KEYS": KEY,
+                "ROWSTREAM_SESSION_TIMEOUT": "6",
+            }
+        )
         env.update({f"ROWSTREAM_{key.upper()}": value for key, value in settings.items()})
-        pipeline = cls(name, env, env["ROWSTREAM_BROKER"], [postgres.dsn(db) for db in databases],
-                       partitions, tmp)
+        pipeline = cls(
+            name,
+            env,
+            env["ROWSTREAM_BROKER"],
+            [postgres.dsn(db) for db in databases],
+            partitions,
+            tmp,
+        )
         pipeline.create_topics()
         return pipeline
 
@@ -86,10 +107,13 @@ class Pipeline:
     def topic(self, name: str) -> str:
         return f"{self.name}-{name}"
 
-    def start_worker(self, port: Optional[int] = None, **settings: str) -> Worker:
+    def start_worker(self, port: int | None = None, **settings: str) -> Worker:
         port = port or free_port()
-        env = {**self.env, "ROWSTREAM_WEB_PORT": str(port),
-               "ROWSTREAM_DATA_DIR": str(self.tmp / f"worker-{port}")}
+        env = {
+            **self.env,
+            "ROWSTREAM_WEB_PORT": str(port),
+            "ROWSTREAM_DATA_DIR": str(self.tmp / f"worker-{port}"),
+        }
         env.update({f"ROWSTREAM_{key.upper()}": value for key, value in settings.items()})
         worker = Worker(env, port, self.tmp / f"worker-{port}-{len(self.workers)}.log")
         worker.start()
@@ -109,7 +133,7 @@ class Pipeline:
 
     # --- Postgres ---------------------------------------------------------------------------
 
-    def rows(self, only: Optional[str] = None) -> dict[tuple[str, str], dict]:
+    def rows(self, only: str | None = None) -> dict[tuple[str, str], dict]:
         """Every row of every shard (or of app ``only``, asking only its shard):
         (app, subscription) → {properties, version, updated_at}."""
         found = {}
@@ -121,24 +145,32 @@ class Pipeline:
                     cur.execute("SELECT to_regclass('subscriptions') IS NOT NULL")
                     if not cur.fetchone()[0]:
                         continue
-                    cur.execute("SELECT app_id::text, subscription_id::text, properties, version, "
-                                "updated_at FROM subscriptions")
+                    cur.execute(
+                        "SELECT app_id::text, subscription_id::text, properties, version, "
+                        "updated_at FROM subscriptions"
+                    )
                     for app_id, sub, properties, version, updated_at in cur.fetchall():
                         if only and app_id != only:
                             continue
-                        found[(app_id, sub)] = {"properties": properties, "version": version,
-                                                "updated_at": updated_at, "dsn": dsn}
+                        found[(app_id, sub)] = {
+                            "properties": properties,
+                            "version": version,
+                            "updated_at": updated_at,
+                            "dsn": dsn,
+                        }
             finally:
                 conn.close()
         return found
 
-    def properties(self, only: Optional[str] = None) -> dict[tuple[str, str], dict]:
+    def properties(self, only: str | None = None) -> dict[tuple[str, str], dict]:
         return {key: row["properties"] for key, row in self.rows(only).items()}
 
-    async def wait_for_rows(self, expected: dict, timeout: float, what: str,
-                            only: Optional[str] = None) -> None:
+    async def wait_for_rows(
+        self, expected: dict, timeout: float, what: str, only: str | None = None
+    ) -> None:
         """Wait until the rows' properties (of app ``only``, if given) equal ``expected``; on
         timeout, show the difference."""
+
         def actual():
             return self.properties(only)
 
@@ -157,24 +189,34 @@ class Pipeline:
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(not held).lower()}')
+                cur.execute(
+                    f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(not held).lower()}'
+                )
                 if held:
-                    cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                "WHERE datname = %s", (database,))
+                    cur.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                        (database,),
+                    )
         finally:
             conn.close()
 
     # --- Kafka ------------------------------------------------------------------------------
 
     def producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(bootstrap_servers=bootstrap_servers(self.broker_url), acks="all",
-                                enable_idempotence=False)
+        return AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers(self.broker_url),
+            acks="all",
+            enable_idempotence=False,
+        )
 
     async def read_topic(self, name: str, timeout: float = 20.0) -> list:
         """Every record of a topic, read to the high watermark of each partition (from fetch
         responses: ListOffsets 'latest' is unreliable on the embedded broker)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(self.broker_url),
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers(self.broker_url),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
         await consumer.start()
         try:
             partitions = consumer.partitions_for_topic(self.topic(name)) or set()
@@ -186,7 +228,7 @@ class Pipeline:
             deadline = time.monotonic() + timeout
             while len(done) < len(tps) and time.monotonic() < deadline:
                 batch = await consumer.getmany(*tps, timeout_ms=300)
-                for tp, messages in batch.items():
+                for messages in batch.values():
                     records.extend(messages)
                 for tp in tps:
                     high = consumer.highwater(tp)
@@ -196,19 +238,26 @@ class Pipeline:
         finally:
             await consumer.stop()
 
-    async def committed(self, name: str, group: Optional[str] = None) -> dict[int, int]:
+    async def committed(self, name: str, group: str | None = None) -> dict[int, int]:
         """A group's committed offsets of a topic (0 where none), asked partition by partition
         (the embedded broker truncates the answer for 'all partitions')."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(self.broker_url),
-                                    group_id=group or self.name, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers(self.broker_url),
+            group_id=group or self.name,
+            enable_auto_commit=False,
+        )
         await consumer.start()
         try:
-            return {p: await consumer.committed(TopicPartition(self.topic(name), p)) or 0
-                    for p in range(self.partitions)}
+            return {
+                p: await consumer.committed(TopicPartition(self.topic(name), p)) or 0
+                for p in range(self.partitions)
+            }
         finally:
             await consumer.stop()
 
-    async def updates_in(self, name: str, from_offsets: Optional[dict[int, int]] = None) -> dict[int, int]:
+    async def updates_in(
+        self, name: str, from_offsets: dict[int, int] | None = None
+    ) -> dict[int, int]:
         """Per partition, the updates held by a topic's records (from ``from_offsets``, if given):
         a record with a ``format`` (batch record, update batch) holds its ``updates``."""
         counts = {p: 0 for p in range(self.partitions)}
@@ -226,8 +275,9 @@ class Pipeline:
 
     def create_topics(self, **settings: str) -> None:
         env = {**self.env, **{f"ROWSTREAM_{k.upper()}": v for k, v in settings.items()}}
-        done = subprocess.run(faust("create-topics"), env=env, cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            faust("create-topics"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -255,8 +305,9 @@ class Model:
         self.accepted += 1
 
 
-def make_updates(apps: list[str], rows_per_app: int, total: int, hot_share: int,
-                 seed: int = 7) -> list[tuple[str, str, dict]]:
+def make_updates(
+    apps: list[str], rows_per_app: int, total: int, hot_share: int, seed: int = 7
+) -> list[tuple[str, str, dict]]:
     """``total`` updates over ``apps`` × ``rows_per_app`` rows, ``hot_share`` of them on one row.
 
     Update n sets a key unique to it (``u<n>``) and ``last``, and deletes the unique key its row
@@ -264,7 +315,9 @@ def make_updates(apps: list[str], rows_per_app: int, total: int, hot_share: int,
     that should have been deleted or the wrong ``last``.
     """
     rng = random.Random(seed)
-    rows = [(app, f"{app[:8]}-0000-4000-8000-{n:012x}") for app in apps for n in range(rows_per_app)]
+    rows = [
+        (app, f"{app[:8]}-0000-4000-8000-{n:012x}") for app in apps for n in range(rows_per_app)
+    ]
     hot = rows[0]
     hot_turns = set(rng.sample(range(total), hot_share))
     history: dict[tuple[str, str], list[int]] = {}
@@ -291,14 +344,16 @@ class LoadClient:
         self.base = f"http://127.0.0.1:{port}"
         self.model = model
 
-    async def send(self, updates: list[tuple[str, str, dict]], batch: int = 1000,
-                   singles: int = 0) -> None:
+    async def send(
+        self, updates: list[tuple[str, str, dict]], batch: int = 1000, singles: int = 0
+    ) -> None:
         by_app: dict[str, list] = {}
         for update in updates:
             by_app.setdefault(update[0], []).append(update)
         async with aiohttp.ClientSession(headers=AUTH) as session:
-            await asyncio.gather(*(self._send_app(session, items, batch, singles)
-                                   for items in by_app.values()))
+            await asyncio.gather(
+                *(self._send_app(session, items, batch, singles) for items in by_app.values())
+            )
 
     async def _send_app(self, session, items, batch, singles) -> None:
         position = 0
@@ -309,7 +364,7 @@ class LoadClient:
             self.model.accept(app_id, subscription_id, properties)
             position += 1
         while position < len(items):
-            chunk = items[position:position + batch]
+            chunk = items[position : position + batch]
             body = [{"app_id": a, "subscription_id": s, "properties": p} for a, s, p in chunk]
             async with session.post(f"{self.base}/v1/updates", json=body) as response:
                 assert response.status == 202, await response.text()

@@ -20,7 +20,7 @@ class Proxy:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> "Proxy":
+    def __enter__(self) -> Proxy:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("the proxy did not start")
@@ -33,7 +33,8 @@ class Proxy:
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port))
+            asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        )
         self._ready.set()
         try:
             self._loop.run_forever()

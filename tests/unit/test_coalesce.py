@@ -1,6 +1,8 @@
 """Coalescing is exact: folding a batch equals applying its patches one by one, and replays and
 re-deliveries through the version guard change nothing."""
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,8 +11,9 @@ from app.sink.coalesce import Patch, apply, coalesce
 KEYS = st.sampled_from(["a", "b", "c", "d"])
 # An explicit alphabet: st.text() over all of Unicode builds hypothesis' character map on first
 # use (~2 s on a fresh clone), which failed the first test to draw one on its health check.
-VALUES = st.one_of(st.none(), st.integers(-3, 3), st.text(alphabet="xyé\u2603", max_size=2),
-                   st.booleans())
+VALUES = st.one_of(
+    st.none(), st.integers(-3, 3), st.text(alphabet="xyé\u2603", max_size=2), st.booleans()
+)
 PROPERTIES = st.dictionaries(KEYS, VALUES, max_size=4)
 ROWS = [("app-1", "sub-1"), ("app-1", "sub-2"), ("app-2", "sub-1")]
 
@@ -51,13 +54,16 @@ def test_one_fold_equals_one_by_one(log):
     rounds = coalesce(log)
     assert len(rounds) == 1  # source order never steps back: one fold per row
     folded = rounds[0]
-    assert {(f.patch.app_id, f.patch.subscription_id): apply({}, f.patch.properties)
-            for f in folded} == one_by_one(log)
+    assert {
+        (f.patch.app_id, f.patch.subscription_id): apply({}, f.patch.properties) for f in folded
+    } == one_by_one(log)
     assert sum(f.events for f in folded) == len(log)
     for f in folded:
-        assert f.patch.version == max(p.version for p in log
-                                      if (p.app_id, p.subscription_id) ==
-                                      (f.patch.app_id, f.patch.subscription_id))
+        assert f.patch.version == max(
+            p.version
+            for p in log
+            if (p.app_id, p.subscription_id) == (f.patch.app_id, f.patch.subscription_id)
+        )
 
 
 @st.composite
@@ -75,7 +81,7 @@ def delivery(draw):
             break
     cuts = sorted(draw(st.lists(st.integers(0, len(delivered)), max_size=8)))
     bounds = [0, *cuts, len(delivered)]
-    return log, [delivered[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    return log, [delivered[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 @settings(max_examples=300)
@@ -92,24 +98,31 @@ def test_replaying_everything_changes_nothing():
 
 
 def test_nulls_delete_and_later_writers_win():
-    [folded] = coalesce([
-        Patch("a", "s", 1, {"x": 1, "y": 2}),
-        Patch("a", "s", 2, {"x": None}),
-        Patch("a", "s", 3, {"y": 3}),
-    ])
+    [folded] = coalesce(
+        [
+            Patch("a", "s", 1, {"x": 1, "y": 2}),
+            Patch("a", "s", 2, {"x": None}),
+            Patch("a", "s", 3, {"y": 3}),
+        ]
+    )
     assert len(folded) == 1 and folded[0].events == 3
     assert folded[0].patch.properties == {"x": None, "y": 3}
     assert apply({"x": 0, "z": 9}, folded[0].patch.properties) == {"y": 3, "z": 9}
 
 
 def test_a_step_back_in_version_starts_a_new_round():
-    rounds = coalesce([
-        Patch("a", "s", 11, {"k": 11}), Patch("a", "t", 12, {"j": 12}),
-        Patch("a", "s", 8, {"k": None}), Patch("a", "s", 9, {"k": 9}),  # re-delivered
-        Patch("a", "s", 11, {"k": 11}),
-    ])
-    assert [[(f.patch.subscription_id, f.patch.version, f.patch.properties) for f in r]
-            for r in rounds] == [
+    rounds = coalesce(
+        [
+            Patch("a", "s", 11, {"k": 11}),
+            Patch("a", "t", 12, {"j": 12}),
+            Patch("a", "s", 8, {"k": None}),
+            Patch("a", "s", 9, {"k": 9}),  # re-delivered
+            Patch("a", "s", 11, {"k": 11}),
+        ]
+    )
+    assert [
+        [(f.patch.subscription_id, f.patch.version, f.patch.properties) for f in r] for r in rounds
+    ] == [
         [("s", 11, {"k": 11}), ("t", 12, {"j": 12})],
         [("s", 11, {"k": 11})],
     ]

@@ -1,6 +1,7 @@
-"""app/kafka/consumer.py, rule by rule, on a real Faust consumer object (built, not started: no broker):
-units, acknowledgement and commit bookkeeping, refused acknowledgements, the drain loop's guard
-and hand-over; the commit and the producer's partition sets against Faust's and aiokafka's own."""
+"""app/kafka/consumer.py, rule by rule, on a real Faust consumer object (built, not started: no
+broker): units, acknowledgement and commit bookkeeping, refused acknowledgements, the drain
+loop's guard and hand-over; the commit and the producer's partition sets against Faust's and
+aiokafka's own."""
 
 import asyncio
 import random
@@ -30,8 +31,12 @@ def test_this_is_the_faust_and_aiokafka_it_was_reasoned_about():
 
 
 def make_consumer(starts=None):
-    app = rowstream.RowstreamApp("unit-test", group_offsets=GroupOffsets("kafka://127.0.0.1:1", "g"),
-                                 broker="kafka://127.0.0.1:1", web_enabled=False)
+    app = rowstream.RowstreamApp(
+        "unit-test",
+        group_offsets=GroupOffsets("kafka://127.0.0.1:1", "g"),
+        broker="kafka://127.0.0.1:1",
+        web_enabled=False,
+    )
     app.deliver_in_units(app.topic(UNITS), "units")
     consumer = app.consumer
     assert type(consumer) is rowstream.Consumer
@@ -44,8 +49,12 @@ def make_consumer(starts=None):
 
 
 def records(partition, first, last, topic=UNITS):
-    return [ConsumerRecord(topic, partition, offset, 1_000 * offset, 0, None, b"v%d" % offset,
-                           None, 0, 2, ()) for offset in range(first, last + 1)]
+    return [
+        ConsumerRecord(
+            topic, partition, offset, 1_000 * offset, 0, None, b"v%d" % offset, None, 0, 2, ()
+        )
+        for offset in range(first, last + 1)
+    ]
 
 
 def unit(partition, first, last, generation=1):
@@ -60,8 +69,11 @@ def test_a_unit_carries_its_records_and_ends_at_the_last_offset():
 
 async def test_getmany_yields_one_unit_per_partition_of_a_unit_topic_and_records_elsewhere():
     consumer = make_consumer()
-    fetched = {TP(UNITS, 0): records(0, 5, 9), TP(OTHER, 0): records(0, 1, 3, OTHER),
-               TP(UNITS, 1): records(1, 0, 0)}
+    fetched = {
+        TP(UNITS, 0): records(0, 5, 9),
+        TP(OTHER, 0): records(0, 1, 3, OTHER),
+        TP(UNITS, 1): records(1, 0, 0),
+    }
 
     async def wait_next_records(timeout):
         return fetched, None
@@ -70,9 +82,13 @@ async def test_getmany_yields_one_unit_per_partition_of_a_unit_topic_and_records
     consumer.highwater = lambda tp: 100
     got = [(tp, message) async for tp, message in consumer.getmany(1.0)]
     kinds = [(tp.topic, tp.partition, type(m).__name__, m.offset) for tp, m in got]
-    assert kinds == [(UNITS, 0, "Unit", 9), (OTHER, 0, "ConsumerMessage", 1),
-                     (OTHER, 0, "ConsumerMessage", 2), (OTHER, 0, "ConsumerMessage", 3),
-                     (UNITS, 1, "Unit", 0)]
+    assert kinds == [
+        (UNITS, 0, "Unit", 9),
+        (OTHER, 0, "ConsumerMessage", 1),
+        (OTHER, 0, "ConsumerMessage", 2),
+        (OTHER, 0, "ConsumerMessage", 3),
+        (UNITS, 1, "Unit", 0),
+    ]
     assert got[0][1].first_offset == 5
 
 
@@ -135,10 +151,15 @@ def test_faust_gaps_are_off():
 
 
 @settings(max_examples=200, deadline=None)
-@given(start=st.integers(0, 50), sizes=st.lists(st.integers(1, 30), min_size=1, max_size=25),
-       seed=st.integers(0, 2**32), refused=st.sets(st.integers(0, 24)))
+@given(
+    start=st.integers(0, 50),
+    sizes=st.lists(st.integers(1, 30), min_size=1, max_size=25),
+    seed=st.integers(0, 2**32),
+    refused=st.sets(st.integers(0, 24)),
+)
 def test_units_acked_in_any_order_never_commit_past_an_unacknowledged_record(
-        start, sizes, seed, refused):
+    start, sizes, seed, refused
+):
     consumer = make_consumer(starts={0: start})
     tp = TP(UNITS, 0)
     units, first = [], start
@@ -206,10 +227,16 @@ async def test_the_drain_loop_hands_units_over_in_order_and_drops_a_skip_for_a_s
     guard._starts, guard._seek, guard._assigned = starts, seek, lambda: [0]
     consumer.callback = callback
     tp = TP(UNITS, 0)
-    await drain(consumer, [
-        [(tp, unit(0, 10, 19)), (tp, unit(0, 25, 30))],  # 20..24 skipped: dropped, seek to 20
-        [(tp, unit(0, 20, 30)), (tp, unit(0, 15, 35))],  # read again; then a partial re-delivery
-    ])
+    await drain(
+        consumer,
+        [
+            [(tp, unit(0, 10, 19)), (tp, unit(0, 25, 30))],  # 20..24 skipped: dropped, seek to 20
+            [
+                (tp, unit(0, 20, 30)),
+                (tp, unit(0, 15, 35)),
+            ],  # read again; then a partial re-delivery
+        ],
+    )
     assert delivered == [(10, 19), (20, 30), (15, 35)]
     assert seeks == [20] and starts_asked == [[0]]
     assert guard.expected(0) == 36
@@ -292,8 +319,9 @@ async def test_the_commit_keeps_assigned_partitions_and_takes_the_assignment_onc
     thread = CommittingThread(owned)
     offsets = {tp: 10 + tp.partition for tp in owned} | {TP("t", 900): 5}  # 900: revoked meanwhile
     assert await commit(thread, offsets)
-    assert thread.committed == [{TopicPartition("t", p): OffsetAndMetadata(10 + p, "")
-                                 for p in range(720)}]
+    assert thread.committed == [
+        {TopicPartition("t", p): OffsetAndMetadata(10 + p, "") for p in range(720)}
+    ]
     assert thread.assignment_calls == 1 and set(thread.tp_last_committed_at) == set(owned)
     faust_thread = CommittingThread(owned)
     assert await AIOKafkaConsumerThread._commit(faust_thread, offsets)  # Faust's: the same commit

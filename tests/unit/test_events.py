@@ -46,21 +46,45 @@ def test_good_updates(properties):
         (message(app_id="nope"), "invalid", "app_id", "valid UUID"),
         (message(subscription_id=7), "invalid", "subscription_id", "UUID"),
         (message(properties=[]), "invalid", "properties", "should be an object"),
-        (message(properties={"a": [1]}), "invalid", "properties.a", "string, number, boolean or null"),
+        (
+            message(properties={"a": [1]}),
+            "invalid",
+            "properties.a",
+            "string, number, boolean or null",
+        ),
         (message(properties={"a": {"b": 1}}), "invalid", "properties.a", "string, number, boolean"),
         (message(properties={"": 1}), "invalid", "properties. (key)", "at least 1 character"),
-        (message(properties={"k" * 129: 1}), "invalid", f"properties.{'k' * 129} (key)",
-         "at most 128 characters"),
+        (
+            message(properties={"k" * 129: 1}),
+            "invalid",
+            f"properties.{'k' * 129} (key)",
+            "at most 128 characters",
+        ),
         (message(properties={"s": "x" * 4097}), "invalid", "properties.s", "at most 4096 bytes"),
         (message(properties={"s": "é" * 2049}), "invalid", "properties.s", "at most 4096 bytes"),
         (message(properties={"s": "a\x00b"}), "invalid", "properties.s", "NUL"),
         (message(properties={"a\x00": 1}), "invalid", "properties.a\x00 (key)", "NUL"),
         (message(properties={"n": 2**63}), "invalid", "properties.n", "64 bits"),
-        (message(properties={f"k{n}": n for n in range(257)}), "invalid", "properties", "at most 256"),
-        (b'{"app_id":"%s","subscription_id":"%s","properties":{"n":1e999}}' % (APP.encode(), SUB.encode()),
-         "invalid", "properties.n", "finite"),
+        (
+            message(properties={f"k{n}": n for n in range(257)}),
+            "invalid",
+            "properties",
+            "at most 256",
+        ),
+        (
+            b'{"app_id":"%s","subscription_id":"%s","properties":{"n":1e999}}'
+            % (APP.encode(), SUB.encode()),
+            "invalid",
+            "properties.n",
+            "finite",
+        ),
         (message(extra=1), "invalid", "extra", "Extra inputs"),
-        (orjson.dumps({"app_id": APP, "properties": {}}), "invalid", "subscription_id", "Field required"),
+        (
+            orjson.dumps({"app_id": APP, "properties": {}}),
+            "invalid",
+            "subscription_id",
+            "Field required",
+        ),
         (message(received_at="yesterday"), "invalid", "received_at", "valid number"),
     ],
 )
@@ -68,8 +92,9 @@ def test_bad_update_messages(raw, reason, where, problem):
     with pytest.raises(events.InvalidEvent) as caught:
         events.decode_update(raw)
     assert caught.value.reason == reason
-    assert any(p["where"] == where and problem in p["problem"] for p in caught.value.problems), \
+    assert any(p["where"] == where and problem in p["problem"] for p in caught.value.problems), (
         caught.value.problems
+    )
 
 
 def test_problems_never_echo_the_input():
@@ -81,40 +106,59 @@ def test_problems_never_echo_the_input():
 
 def test_a_batch_record_round_trip_keeps_versions_origins_and_traces():
     raws = [message(received_at=12.5), message(properties={"b": None})]
-    entries = [events.batch_entry(41, 9, 100.25, raws[0]),
-               events.batch_entry(42, 9, 100.5, raws[1], trace=b"00-abc-01")]
+    entries = [
+        events.batch_entry(41, 9, 100.25, raws[0]),
+        events.batch_entry(42, 9, 100.5, raws[1], trace=b"00-abc-01"),
+    ]
     record = events.batch_record(entries)
     assert orjson.loads(record)["format"] == events.BATCH_FORMAT
     updates, bad = events.decode_batch(record)
     assert not bad
     assert [(u.index, u.version, u.source_partition, u.received_at, u.trace) for u in updates] == [
-        (0, 41, 9, 12.5, None), (1, 42, 9, 100.5, "00-abc-01")]  # no received_at: the timestamp
+        (0, 41, 9, 12.5, None),
+        (1, 42, 9, 100.5, "00-abc-01"),
+    ]  # no received_at: the timestamp
     expected = events.decode_update(raws[1])
     assert (updates[1].app_id, updates[1].subscription_id, updates[1].properties) == (
-        str(expected.app_id), str(expected.subscription_id), expected.properties)
+        str(expected.app_id),
+        str(expected.subscription_id),
+        expected.properties,
+    )
 
 
 def test_a_bad_update_inside_a_batch_record_costs_only_itself():
     good = orjson.loads(events.batch_entry(7, 1, 5.0, message()))
-    entries = [good, {**good, "v": 8, "u": {**good["u"], "properties": {"a": [1]}}},
-               {**good, "v": 9}, "not an entry", {**good, "v": -1}]
-    updates, bad = events.decode_batch(orjson.dumps({"format": events.BATCH_FORMAT,
-                                                     "updates": entries}))
+    entries = [
+        good,
+        {**good, "v": 8, "u": {**good["u"], "properties": {"a": [1]}}},
+        {**good, "v": 9},
+        "not an entry",
+        {**good, "v": -1},
+    ]
+    updates, bad = events.decode_batch(
+        orjson.dumps({"format": events.BATCH_FORMAT, "updates": entries})
+    )
     assert [u.version for u in updates] == [7, 9]
     assert [(b.index, b.version, b.source_partition, b.error.reason) for b in bad] == [
-        (1, 8, 1, "invalid"), (3, None, None, "invalid"), (4, None, 1, "invalid")]
+        (1, 8, 1, "invalid"),
+        (3, None, None, "invalid"),
+        (4, None, 1, "invalid"),
+    ]
     assert "updates[1].u.properties.a" in str(bad[0].error)
     assert orjson.loads(bad[0].raw) == entries[1]["u"]  # the update alone, for a redrive
     assert bad[1].raw == b'"not an entry"'
 
 
-@pytest.mark.parametrize("raw, reason", [
-    (b"\xff\x00", "undecodable"),
-    (b"[]", "invalid"),
-    (b'{"format": "rowstream-batch/2", "updates": []}', "invalid"),
-    (b'{"format": "rowstream-batch/1", "updates": {}}', "invalid"),
-    (b'{"format": "rowstream-batch/1", "updates": [], "more": 1}', "invalid"),
-])
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b"\xff\x00", "undecodable"),
+        (b"[]", "invalid"),
+        (b'{"format": "rowstream-batch/2", "updates": []}', "invalid"),
+        (b'{"format": "rowstream-batch/1", "updates": {}}', "invalid"),
+        (b'{"format": "rowstream-batch/1", "updates": [], "more": 1}', "invalid"),
+    ],
+)
 def test_a_record_that_is_not_a_batch_record_is_one_bad_part(raw, reason):
     updates, bad = events.decode_batch(raw)
     assert updates == [] and len(bad) == 1
@@ -127,7 +171,12 @@ def test_batch_names_each_bad_item_by_index():
     with pytest.raises(ValidationError) as caught:
         events.BatchBody.validate_json(orjson.dumps([good, bad, good, {"app_id": APP}]))
     where = {p["where"] for p in events.problems_of(caught.value)}
-    assert where == {"[1].subscription_id", "[1].properties.a", "[3].subscription_id", "[3].properties"}
+    assert where == {
+        "[1].subscription_id",
+        "[1].properties.a",
+        "[3].subscription_id",
+        "[3].properties",
+    }
 
 
 def test_batch_limits():
@@ -140,7 +189,9 @@ def test_batch_limits():
 
 
 def test_patch_body():
-    assert events.PatchBody.validate_json(b'{"properties": {"a": null}}')["properties"] == {"a": None}
+    assert events.PatchBody.validate_json(b'{"properties": {"a": null}}')["properties"] == {
+        "a": None
+    }
     for raw in (b"{}", b'{"properties": 1}', b'{"properties": {}, "app_id": "x"}'):
         with pytest.raises(ValidationError):
             events.PatchBody.validate_json(raw)
@@ -166,14 +217,25 @@ def test_a_bad_update_inside_an_update_batch_costs_only_itself():
     assert orjson.loads(bad[0].raw)["properties"] == {"a": [1]}
 
 
-@pytest.mark.parametrize("raw, reason, where", [
-    (b"\xff", "undecodable", "body"),
-    (orjson.dumps({"app_id": APP, "format": "x"}), "invalid", "subscription_id"),  # a bad update
-    (b'{"format": "rowstream-updates/1", "updates": []}', "invalid", "body"),
-    (orjson.dumps({"format": "rowstream-updates/1", "updates": [{}] * 1001}), "invalid", "body"),
-    (b'{"format":"rowstream-updates/1", broken', "undecodable", "body"),
-    (b'{"format":"rowstream-updates/1","format":"x","updates":[]}', "invalid", "format"),
-])
+@pytest.mark.parametrize(
+    "raw, reason, where",
+    [
+        (b"\xff", "undecodable", "body"),
+        (
+            orjson.dumps({"app_id": APP, "format": "x"}),
+            "invalid",
+            "subscription_id",
+        ),  # a bad update
+        (b'{"format": "rowstream-updates/1", "updates": []}', "invalid", "body"),
+        (
+            orjson.dumps({"format": "rowstream-updates/1", "updates": [{}] * 1001}),
+            "invalid",
+            "body",
+        ),
+        (b'{"format":"rowstream-updates/1", broken', "undecodable", "body"),
+        (b'{"format":"rowstream-updates/1","format":"x","updates":[]}', "invalid", "format"),
+    ],
+)
 def test_a_record_that_is_neither_form_is_one_bad_part_with_its_own_problem(raw, reason, where):
     updates, bad = events.decode_source(raw)
     assert updates == [] and len(bad) == 1 and bad[0].index is None and bad[0].raw == raw
@@ -202,7 +264,8 @@ def test_updates_held_by_a_record_come_from_its_header():
     assert events.updates_in(None) == 1 and events.updates_in([("rowstream-updates", b"x")]) == 1
 
 
-# --- Fast and Exact (``app.model.events``): the speed never changes the result ---------------------
+# --- Fast and Exact (``app.model.events``): the speed never changes the result ---
+
 
 def _typed(value):
     """``value`` with the type of every part spelled out (True == 1 and 1 == 1.0 in Python)."""
@@ -213,29 +276,56 @@ def _typed(value):
     return (type(value).__name__, value)
 
 
-_uuids = st.one_of(st.uuids().map(str), st.uuids().map(str), st.uuids().map(str),
-                   st.uuids().map(lambda u: str(u).upper()), st.uuids().map(lambda u: u.hex),
-                   st.just("not-a-uuid"), st.integers())
+_uuids = st.one_of(
+    st.uuids().map(str),
+    st.uuids().map(str),
+    st.uuids().map(str),
+    st.uuids().map(lambda u: str(u).upper()),
+    st.uuids().map(lambda u: u.hex),
+    st.just("not-a-uuid"),
+    st.integers(),
+)
 _strings = st.one_of(
     st.text(max_size=20),
-    st.builds(lambda c, n: c * n, st.sampled_from(["a", "é", "€", "𝄞", "\x00"]),
-              st.sampled_from([1000, 1024, 1025, 1366, 2048, 4096, 4097])),
+    st.builds(
+        lambda c, n: c * n,
+        st.sampled_from(["a", "é", "€", "𝄞", "\x00"]),
+        st.sampled_from([1000, 1024, 1025, 1366, 2048, 4096, 4097]),
+    ),
 )
 _scalars = st.one_of(
-    st.none(), st.booleans(), _strings,
+    st.none(),
+    st.booleans(),
+    _strings,
     st.integers(min_value=-(2**64), max_value=2**64),
     st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 10**18, 10**19]),
     st.floats(allow_nan=False, allow_infinity=False),
 )
-_values = st.one_of(_scalars, _scalars, _scalars, st.lists(_scalars, max_size=2),
-                    st.dictionaries(st.text(max_size=3), _scalars, max_size=2))
-_properties = st.dictionaries(st.one_of(st.text(max_size=10), st.text(max_size=10),
-                                        st.text(max_size=10), st.just(""), st.just("k" * 129),
-                                        st.just("a\x00")), _values, max_size=4)
+_values = st.one_of(
+    _scalars,
+    _scalars,
+    _scalars,
+    st.lists(_scalars, max_size=2),
+    st.dictionaries(st.text(max_size=3), _scalars, max_size=2),
+)
+_properties = st.dictionaries(
+    st.one_of(
+        st.text(max_size=10),
+        st.text(max_size=10),
+        st.text(max_size=10),
+        st.just(""),
+        st.just("k" * 129),
+        st.just("a\x00"),
+    ),
+    _values,
+    max_size=4,
+)
 _updates = st.fixed_dictionaries(
     {"app_id": _uuids, "subscription_id": _uuids, "properties": _properties},
-    optional={"received_at": st.one_of(st.none(), st.floats(allow_nan=False), st.integers()),
-              "extra": st.integers()},
+    optional={
+        "received_at": st.one_of(st.none(), st.floats(allow_nan=False), st.integers()),
+        "extra": st.integers(),
+    },
 )
 
 
@@ -276,24 +366,52 @@ def test_a_request_validates_the_same_at_both_speeds(updates, ascii_only):
     for update in updates:
         update.pop("received_at", None)
     _same_at_both_speeds(events.BatchBody, _dumps(updates, ascii_only))
-    _same_at_both_speeds(events.PatchBody,
-                         _dumps({"properties": updates[0]["properties"]}, ascii_only))
+    _same_at_both_speeds(
+        events.PatchBody, _dumps({"properties": updates[0]["properties"]}, ascii_only)
+    )
 
 
 @settings(max_examples=200, deadline=None)
-@given(update=_updates, version=st.integers(min_value=-1, max_value=2**64),
-       ascii_only=st.booleans())
+@given(
+    update=_updates, version=st.integers(min_value=-1, max_value=2**64), ascii_only=st.booleans()
+)
 def test_a_batch_record_validates_the_same_at_both_speeds(update, version, ascii_only):
     entry = {"v": version, "p": 3, "t": 1.5, "u": update}
-    _same_at_both_speeds(events._batch_record,
-                         _dumps({"format": events.BATCH_FORMAT, "updates": [entry]}, ascii_only))
+    _same_at_both_speeds(
+        events._batch_record,
+        _dumps({"format": events.BATCH_FORMAT, "updates": [entry]}, ascii_only),
+    )
 
 
-@pytest.mark.parametrize("value", [
-    2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 10**19, -(10**19), 10**30, 1e308, -0.0, 0.1,
-    "a" * 1024, "a" * 1025, "é" * 1025, "€" * 1366, "€" * 1365, "𝄞" * 1024, "𝄞" * 1025, "a" * 4097,
-    "a\x00", "\x00", True, None, [1], {"a": 1},
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        2**63 - 1,
+        2**63,
+        -(2**63),
+        -(2**63) - 1,
+        10**19,
+        -(10**19),
+        10**30,
+        1e308,
+        -0.0,
+        0.1,
+        "a" * 1024,
+        "a" * 1025,
+        "é" * 1025,
+        "€" * 1366,
+        "€" * 1365,
+        "𝄞" * 1024,
+        "𝄞" * 1025,
+        "a" * 4097,
+        "a\x00",
+        "\x00",
+        True,
+        None,
+        [1],
+        {"a": 1},
+    ],
+)
 @pytest.mark.parametrize("ascii_only", [True, False])
 def test_the_edges_of_what_fast_accepts_validate_the_same_at_both_speeds(value, ascii_only):
     for key in ("k", "k\x00"):
@@ -304,7 +422,15 @@ def test_the_edges_of_what_fast_accepts_validate_the_same_at_both_speeds(value, 
 
 def test_fast_takes_the_common_case():
     """Fast is not a check that never runs: the updates of the benchmark and the API pass it."""
-    assert events.BatchBody.fast.validate_json(orjson.dumps(
-        [{"app_id": APP, "subscription_id": SUB, "properties": {"k1": 3, "plan": None, "r": 0.5,
-                                                                 "on": True, "s": "é" * 1024}}]))
+    assert events.BatchBody.fast.validate_json(
+        orjson.dumps(
+            [
+                {
+                    "app_id": APP,
+                    "subscription_id": SUB,
+                    "properties": {"k1": 3, "plan": None, "r": 0.5, "on": True, "s": "é" * 1024},
+                }
+            ]
+        )
+    )
     assert not events.outside_fast(message(received_at=1764633600.123))

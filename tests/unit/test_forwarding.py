@@ -1,5 +1,6 @@
-"""The repartition's batching (app/kafka/forwarding.py) with a fake producer and clock: per-partition
-order, flushes by size, bytes and linger, and a unit settled only once every part is answered."""
+"""The repartition's batching (app/kafka/forwarding.py) with a fake producer and clock:
+per-partition order, flushes by size, bytes and linger, and a unit settled only once every part
+is answered."""
 
 import asyncio
 
@@ -29,8 +30,14 @@ class Clock:
 
 
 def make(producer, clock, max_updates=3, max_bytes=1000, linger=0.01):
-    return Forwarder(producer.send, lambda entries: b"|".join(entries), max_updates=max_updates,
-                     max_bytes=max_bytes, linger=linger, clock=clock)
+    return Forwarder(
+        producer.send,
+        lambda entries: b"|".join(entries),
+        max_updates=max_updates,
+        max_bytes=max_bytes,
+        linger=linger,
+        clock=clock,
+    )
 
 
 def unit(settled):

@@ -16,11 +16,20 @@ def test_lag_of_a_partition_from_its_end_committed_offset_and_oldest_waiting_mes
 
 
 def test_per_shard_totals_add_waiting_updates_and_take_the_worst_time_lag():
-    lags = [PartitionLag("t", 0, 10, 5, 1.0, updates=50), PartitionLag("t", 1, 4, 0, 3.0),
-            PartitionLag("t", 2, 9, 9, None, updates=0)]
+    lags = [
+        PartitionLag("t", 0, 10, 5, 1.0, updates=50),
+        PartitionLag("t", 1, 4, 0, 3.0),
+        PartitionLag("t", 2, 9, 9, None, updates=0),
+    ]
     totals = per_shard_totals(lags, lambda partition: partition // 2, now=5.0)
     assert totals == [
-        {"topic": "t", "shard": 0, "message_lag": 9, "waiting_updates": 54, "time_lag_seconds": 4.0},
+        {
+            "topic": "t",
+            "shard": 0,
+            "message_lag": 9,
+            "waiting_updates": 54,
+            "time_lag_seconds": 4.0,
+        },
         {"topic": "t", "shard": 1, "message_lag": 0, "waiting_updates": 0, "time_lag_seconds": 0.0},
     ]
 
@@ -39,9 +48,12 @@ def test_update_counts_read_each_record_once_and_forget_what_is_committed():
 
 
 @settings(max_examples=300, deadline=None)
-@given(sizes=st.lists(st.integers(1, 50), min_size=1, max_size=40),
-       rounds=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(0, 6)),
-                       max_size=30))
+@given(
+    sizes=st.lists(st.integers(1, 50), min_size=1, max_size=40),
+    rounds=st.lists(
+        st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(0, 6)), max_size=30
+    ),
+)
 def test_waiting_updates_equal_the_updates_from_the_committed_offset_to_the_end(sizes, rounds):
     """Rounds in which the log grows, the monitor reads some records on, and the group commits
     some: whenever every waiting record was read, the count is exact."""

@@ -7,11 +7,12 @@ handed on in the end."""
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.kafka import delivery
-from app.observe import metrics
 from app.kafka.ordering import InOrder
+from app.observe import metrics
 
 
 def test_in_order_events_pass_and_a_skip_asks_for_the_missing_offset():
@@ -69,8 +70,9 @@ def test_partitions_are_independent_and_forget_restarts_them():
 @given(
     committed=st.integers(0, 20),
     ahead=st.integers(0, 10),  # the consumer may start past the committed offset
-    moves=st.lists(st.tuples(st.sampled_from(["next", "skip", "rewind"]), st.integers(1, 15)),
-                   max_size=60),
+    moves=st.lists(
+        st.tuples(st.sampled_from(["next", "skip", "rewind"]), st.integers(1, 15)), max_size=60
+    ),
 )
 def test_a_skipping_and_rewinding_consumer_never_leaves_a_hole(committed, ahead, moves):
     end = committed + 40  # the log holds offsets up to end - 1
@@ -99,13 +101,19 @@ def test_a_skipping_and_rewinding_consumer_never_leaves_a_hole(committed, ahead,
 
 
 def message(offset, partition=0, generation=1):
-    return SimpleNamespace(offset=offset, partition=partition, generation_id=generation,
-                           tp=("topic", partition))
+    return SimpleNamespace(
+        offset=offset, partition=partition, generation_id=generation, tp=("topic", partition)
+    )
 
 
 def unit(first, last, partition=0, generation=1):
-    return SimpleNamespace(first_offset=first, offset=last, partition=partition,
-                           generation_id=generation, tp=("topic", partition))
+    return SimpleNamespace(
+        first_offset=first,
+        offset=last,
+        partition=partition,
+        generation_id=generation,
+        tp=("topic", partition),
+    )
 
 
 class Consumer:
@@ -149,7 +157,9 @@ async def test_the_guard_drops_a_skipping_event_and_seeks_back(caplog):
         assert not await guard.admit(message(offset, partition=6))
     assert consumer.seeks == [(("topic", 6), 2389)] * 3
     assert metrics.READ_AGAIN.labels("topic")._value.get() == skips + 1  # one skip, one count
-    assert sum("reading the partition again from 2389" in r.getMessage() for r in caplog.records) == 1
+    assert (
+        sum("reading the partition again from 2389" in r.getMessage() for r in caplog.records) == 1
+    )
     assert all([await guard.admit(message(o, partition=6)) for o in range(2389, 2395)])
     assert guard.expected(6) == 2395
 

@@ -2,7 +2,8 @@
 
 import pytest
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.model.partitioning import Layout, murmur2
 from app.settings import even_shard_map, parse_shard_map

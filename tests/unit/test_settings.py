@@ -17,13 +17,15 @@ def test_defaults_run_the_embedded_stack():
 
 
 def test_values_are_parsed_from_the_environment():
-    settings = load({
-        "ROWSTREAM_SHARDS": "postgresql://h/a, postgresql://h/b ,postgresql://h/c",
-        "ROWSTREAM_PARTITIONS": "720",
-        "ROWSTREAM_API_KEYS": "k1,k2",
-        "ROWSTREAM_BATCH_WAIT": "0.2",
-        "ROWSTREAM_LOG_LEVEL": "DEBUG",
-    })
+    settings = load(
+        {
+            "ROWSTREAM_SHARDS": "postgresql://h/a, postgresql://h/b ,postgresql://h/c",
+            "ROWSTREAM_PARTITIONS": "720",
+            "ROWSTREAM_API_KEYS": "k1,k2",
+            "ROWSTREAM_BATCH_WAIT": "0.2",
+            "ROWSTREAM_LOG_LEVEL": "DEBUG",
+        }
+    )
     assert settings.shards == ("postgresql://h/a", "postgresql://h/b", "postgresql://h/c")
     assert settings.keys == ("k1", "k2") and "k1" not in repr(settings)
     assert (settings.partitions, settings.batch_wait, settings.log_level) == (720, 0.2, "debug")
@@ -35,11 +37,19 @@ def test_values_are_parsed_from_the_environment():
         ({"ROWSTREAM_NOPE": "1"}, "unknown setting ROWSTREAM_NOPE"),
         ({"ROWSTREAM_PARTITIONS": "25"}, "ROWSTREAM_PARTITIONS (25) must be divisible"),
         ({"ROWSTREAM_PARTITIONS": "many"}, "ROWSTREAM_PARTITIONS: Input should be a valid integer"),
-        ({"ROWSTREAM_PARTITIONS": "0"}, "ROWSTREAM_PARTITIONS: Input should be greater than or equal to 1"),
-        ({"ROWSTREAM_SHARDS": "mysql://h/a"}, "ROWSTREAM_SHARDS: 'mysql://h/a' is not a postgresql:// URL"),
+        (
+            {"ROWSTREAM_PARTITIONS": "0"},
+            "ROWSTREAM_PARTITIONS: Input should be greater than or equal to 1",
+        ),
+        (
+            {"ROWSTREAM_SHARDS": "mysql://h/a"},
+            "ROWSTREAM_SHARDS: 'mysql://h/a' is not a postgresql:// URL",
+        ),
         ({"ROWSTREAM_SHARDS": ""}, "ROWSTREAM_SHARDS: name at least one shard DSN"),
-        ({"ROWSTREAM_SHARDS": TWO, "ROWSTREAM_SHARD_MAP": "00-7e=0,80-ff=1"},
-         "ROWSTREAM_SHARD_MAP does not cover 1 of 256 slots (first: 7f)"),
+        (
+            {"ROWSTREAM_SHARDS": TWO, "ROWSTREAM_SHARD_MAP": "00-7e=0,80-ff=1"},
+            "ROWSTREAM_SHARD_MAP does not cover 1 of 256 slots (first: 7f)",
+        ),
         ({"ROWSTREAM_LOG_LEVEL": "loud"}, "ROWSTREAM_LOG_LEVEL: must be one of"),
         ({"ROWSTREAM_WEB_PORT": "70000"}, "ROWSTREAM_WEB_PORT: Input should be less than or equal"),
         ({"ROWSTREAM_BATCH_WAIT": "-1"}, "ROWSTREAM_BATCH_WAIT: Input should be greater than 0"),
@@ -54,9 +64,13 @@ def test_configuration_errors_are_one_clear_line(environ, message):
 
 def test_scoped_api_keys():
     app = "0f8fad5b-d9cb-469f-a165-70867728950e"
-    settings = load({"ROWSTREAM_API_KEYS": f"admin,team:{app.upper()}|ff8fad5b-d9cb-469f-a165-70867728950e"})
+    settings = load(
+        {"ROWSTREAM_API_KEYS": f"admin,team:{app.upper()}|ff8fad5b-d9cb-469f-a165-70867728950e"}
+    )
     assert settings.scoped_keys == (
-        ("admin", None), ("team", frozenset({app, "ff8fad5b-d9cb-469f-a165-70867728950e"})))
+        ("admin", None),
+        ("team", frozenset({app, "ff8fad5b-d9cb-469f-a165-70867728950e"})),
+    )
     assert settings.keys == ("admin", "team")
     for bad in ("team:not-a-uuid", ":" + app, "a,,b:"):
         with pytest.raises(ConfigError, match="ROWSTREAM_API_KEYS"):

@@ -9,8 +9,9 @@ def test_faust_broker_urls_become_aiokafka_bootstrap_servers():
 
 
 async def test_a_side_consumer_never_commits_and_carries_its_purpose():
-    reader = side_consumer("kafka://h1:9092;h2:9092", "rowstream-inspect",
-                           auto_offset_reset="earliest")
+    reader = side_consumer(
+        "kafka://h1:9092;h2:9092", "rowstream-inspect", auto_offset_reset="earliest"
+    )
     offsets = side_consumer("kafka://h1:9092", "g-offsets", "g")
     try:
         assert reader._group_id is None and offsets._group_id == "g"

@@ -12,15 +12,23 @@ from app.model.deadletter import for_bad_entry, for_rejected
 
 APP = "6d000000-0000-4000-8000-000000000001"
 SUB = "6d000000-0000-4000-8000-0000000000aa"
+APP_KEY = APP.encode()
 
 
 def update(app=APP, sub=SUB, **properties):
     return orjson.dumps({"app_id": app, "subscription_id": sub, "properties": properties})
 
 
-def record(value, partition=3, offset=10, key=APP.encode(), topic="p-subscription-updates"):
-    return SimpleNamespace(value=value, partition=partition, offset=offset, key=key, topic=topic,
-                           timestamp=0, headers=[])
+def record(value, partition=3, offset=10, key=APP_KEY, topic="p-subscription-updates"):
+    return SimpleNamespace(
+        value=value,
+        partition=partition,
+        offset=offset,
+        key=key,
+        topic=topic,
+        timestamp=0,
+        headers=[],
+    )
 
 
 class Stream:
@@ -63,10 +71,13 @@ async def test_units_come_decoded_and_their_bad_parts_dead_lettered():
     def decode(rec):
         return events.decode_source_at(rec.value, rec.partition, home)
 
-    got = [(event, records) async for event, records in
-           decoded_units(Stream([[good, bad], [batch]]), decode, topics)]
-    assert [[(rec.offset, [u.properties for u in ups]) for rec, ups in records]
-            for _, records in got] == [[(10, [{"k": 1}]), (11, [])], [(12, [{"k": 2}])]]
+    got = [
+        (event, records)
+        async for event, records in decoded_units(Stream([[good, bad], [batch]]), decode, topics)
+    ]
+    assert [
+        [(rec.offset, [u.properties for u in ups]) for rec, ups in records] for _, records in got
+    ] == [[(10, [{"k": 1}]), (11, [])], [(12, [{"k": 2}])]]
     undecodable, invalid = topics.letters
     assert headers(undecodable)["rowstream-reason"] == "undecodable"
     assert (undecodable.key, undecodable.value, undecodable.partition) == (b"k", b"{nope", 3)
@@ -87,13 +98,22 @@ def test_a_bad_entry_of_a_batch_record_names_its_origin_in_the_update_topic():
     seen = record(b"", partition=7, offset=40, key=None, topic="p-rowstream-by-subscription")
     entry = events.BadEntry(2, update(k=1), events.InvalidEvent("invalid", []), 99, 3)
     letter = headers(for_bad_entry(seen, entry, "p-subscription-updates"))
-    assert (letter["rowstream-topic"], letter["rowstream-partition"],
-            letter["rowstream-offset"]) == ("p-subscription-updates", "3", "99")
-    assert (letter["rowstream-seen-topic"], letter["rowstream-seen-partition"],
-            letter["rowstream-seen-offset"], letter["rowstream-seen-index"]) == (
-        "p-rowstream-by-subscription", "7", "40", "2")
-    whole = for_bad_entry(seen, events.BadEntry(None, b"x", events.InvalidEvent("invalid", []),
-                                                None, None), "p-subscription-updates")
+    assert (
+        letter["rowstream-topic"],
+        letter["rowstream-partition"],
+        letter["rowstream-offset"],
+    ) == ("p-subscription-updates", "3", "99")
+    assert (
+        letter["rowstream-seen-topic"],
+        letter["rowstream-seen-partition"],
+        letter["rowstream-seen-offset"],
+        letter["rowstream-seen-index"],
+    ) == ("p-rowstream-by-subscription", "7", "40", "2")
+    whole = for_bad_entry(
+        seen,
+        events.BadEntry(None, b"x", events.InvalidEvent("invalid", []), None, None),
+        "p-subscription-updates",
+    )
     assert whole.key is None and headers(whole)["rowstream-topic"] == seen.topic
 
 

@@ -16,8 +16,13 @@ asyncio.run(main())
 
 
 def worker_level(environ: dict[str, str]) -> tuple[str, str]:
-    done = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "FAUST_LOOP": "aio", **environ})
+    done = subprocess.run(
+        [sys.executable, "-c", CODE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "FAUST_LOOP": "aio", **environ},
+    )
     assert done.returncode == 0, done.stderr
     return tuple(done.stdout.split())
 
@@ -32,9 +37,13 @@ def test_a_bad_setting_stops_every_command_with_one_line_and_exit_code_2():
     for command in (["worker"], ["create-topics"], ["inspect", "--help"]):
         done = subprocess.run(
             [str(Path(sys.executable).parent / "faust"), "-A", "app", *command],
-            capture_output=True, text=True, timeout=60,
-            env={"PATH": "/usr/bin:/bin", "ROWSTREAM_PARTITIONS": "zero"})
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin", "ROWSTREAM_PARTITIONS": "zero"},
+        )
         assert done.returncode == 2, (command, done.stderr)
         assert done.stderr.splitlines() == [
             "rowstream: configuration error: ROWSTREAM_PARTITIONS: Input should be a valid "
-            "integer, unable to parse string as an integer"], (command, done.stderr)
+            "integer, unable to parse string as an integer"
+        ], (command, done.stderr)

@@ -3,7 +3,6 @@ and pauses. Postgres itself is covered by the integration tests."""
 
 import asyncio
 
-
 from app.sink.coalesce import Patch, apply
 from app.sink.shards import Rejected
 from app.sink.writer import BatchDone, Item, ShardWriter, write_isolating
@@ -46,8 +45,14 @@ def item(version, sub="s", acks=None, **properties):
 
 async def test_isolating_finds_exactly_the_poison_events():
     store = MemoryStore()
-    items = [item(1, k=1), item(2, sub="t", poison=1), item(3, k=3), item(4, sub="u", k=4),
-             item(5, poison=2), item(6, k=6)]
+    items = [
+        item(1, k=1),
+        item(2, sub="t", poison=1),
+        item(3, k=3),
+        item(4, sub="u", k=4),
+        item(5, poison=2),
+        item(6, k=6),
+    ]
     changed, rejected = await write_isolating(lambda rounds: store.write(0, rounds), items)
     assert sorted(i.origin for i, _ in rejected) == [2, 5]
     assert all("value too long" in error for _, error in rejected)
@@ -68,8 +73,13 @@ def make_writer(store, batches, backlog, batch_size=3, batch_wait=0.01):
         rejected.append((item.origin, error))
 
     writer = ShardWriter(
-        0, store, batch_size=batch_size, batch_wait=batch_wait, retry_max=0.02,
-        on_batch=on_batch, on_rejected=on_rejected,
+        0,
+        store,
+        batch_size=batch_size,
+        batch_wait=batch_wait,
+        retry_max=0.02,
+        on_batch=on_batch,
+        on_rejected=on_rejected,
         on_backlog=lambda shard, paused: backlog.append(paused),
     )
     return writer, rejected
@@ -79,6 +89,7 @@ async def wait_for(condition, timeout=5.0):
     async def poll():
         while not condition():
             await asyncio.sleep(0.005)
+
     await asyncio.wait_for(poll(), timeout)
 
 

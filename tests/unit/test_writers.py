@@ -53,15 +53,27 @@ class Control:
 
 
 def make(store: Store, control: Control) -> Writers:
-    return Writers(store, 2, batch_size=100, batch_wait=0.01, retry_max=0.02,
-                   partitions_of={0: [0, 1], 1: [2, 3]}.__getitem__,
-                   pause=control.pause, resume=control.resume, on_rejected=control.rejected,
-                   send_stats=control.send_stats)
+    return Writers(
+        store,
+        2,
+        batch_size=100,
+        batch_wait=0.01,
+        retry_max=0.02,
+        partitions_of={0: [0, 1], 1: [2, 3]}.__getitem__,
+        pause=control.pause,
+        resume=control.resume,
+        on_rejected=control.rejected,
+        send_stats=control.send_stats,
+    )
 
 
 def item(version: int, partition: int, acks: list) -> Item:
-    return Item(Patch("a", f"s{version}", version, {"k": version}), partition,
-                lambda: acks.append(version), version)
+    return Item(
+        Patch("a", f"s{version}", version, {"k": version}),
+        partition,
+        lambda: acks.append(version),
+        version,
+    )
 
 
 async def test_a_held_shard_pauses_only_its_partitions_and_resumes_them_once_drained():
@@ -111,8 +123,14 @@ async def test_counts_and_errors_reach_the_stats_sender_once():
     await writers.start()
     try:
         writers.by_shard[0].extend([item(1, 0, acks), item(2, 1, acks)])
-        await wait_for(lambda: len(acks) == 2 and writers.counts[0]["batches"] + sum(
-            counts.get("batches", 0) for _, counts in control.stats) == 1)  # counted or sent
+        await wait_for(
+            lambda: (
+                len(acks) == 2
+                and writers.counts[0]["batches"]
+                + sum(counts.get("batches", 0) for _, counts in control.stats)
+                == 1
+            )
+        )  # counted or sent
         await writers.send_stats()
         sent: Counter = Counter()  # the 1 s timer may have sent a part already
         for shard, counts in control.stats:
