@@ -36,13 +36,19 @@ bench: $(STAMP)
 
 install: $(STAMP)
 
-# Debian packages the tests use: promtool (package prometheus) checks the alert rules. Installed
-# when missing and this runs as root (CI and these machines do); otherwise the line says what to do.
+# Debian packages the tests use: promtool (package prometheus) checks the alert rules, stunnel4
+# puts TLS in front of the test broker. Installed when missing and this runs as root (CI and
+# these machines do); otherwise the line says what to do.
 test-deps:
-	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && { \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || \
-	  { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; }; } || \
-	  { echo "promtool is missing: install Debian's prometheus package (apt-get install prometheus)" >&2; exit 1; }
+	@missing=""; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v stunnel4 >/dev/null || missing="$$missing stunnel4"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }; \
+	  else echo "missing Debian packages:$$missing (apt-get install$$missing)" >&2; exit 1; fi; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ import mode.loop
 
 from app import settings as settings_module
 from app.ingest import auth
+from app.ingest.limits import RateLimiter
 from app.kafka.consumer import RowstreamApp
 from app.kafka.forwarding import Forwarder
 from app.kafka.offsets import GroupOffsets
+from app.kafka.security import BrokerRefused, broker_of, check_access
 from app.kafka.topics import Topics
 from app.model import events
 from app.model.deadletter import for_rejected
@@ -43,6 +46,9 @@ if not os.environ.get("FAUST_LOOP"):
 # One producer batch holds a whole batch record of the repartition agent.
 PRODUCER_BATCH_BYTES = 256 * 1024
 
+#: Where the broker is and how to log in: every Kafka connection uses it.
+broker = broker_of(settings)
+
 layout = Layout(settings.partitions, settings.slot_map, len(settings.shards))
 
 
@@ -55,14 +61,25 @@ class Worker(faust.Worker):
             app, *services, loglevel=logging.getLevelName(settings.log_level.upper()), **kwargs
         )
 
+    async def on_first_start(self) -> None:
+        """First, the broker: an untrusted certificate, a wrong hostname or a refused login stop
+        the worker with one line and exit code 2 (``app.kafka.security.check_access``)."""
+        try:
+            await check_access(broker)
+        except BrokerRefused as exc:
+            print(f"rowstream: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        await super().on_first_start()
+
 
 if settings.otlp_endpoint:
     tracing.configure(settings.otlp_endpoint)
 
 app = RowstreamApp(
     settings.group_id,  # the Kafka consumer group: renaming it is a migration
-    group_offsets=GroupOffsets(settings.broker, settings.group_id),
+    group_offsets=GroupOffsets(broker, settings.group_id),
     broker=settings.broker,
+    broker_credentials=broker.credentials,  # TLS and SASL, as every other connection
     origin="app",
     Worker=Worker,
     datadir=settings.data_dir or str(Path(".local") / f"worker-{settings.web_port}"),
@@ -135,8 +152,11 @@ writers = Writers(
     send_stats=topics.send_stats,
 )
 
+#: The per-key rate limit at ingest (``app.ingest.limits``); None: off.
+limiter = RateLimiter(settings.rate_limit, settings.burst) if settings.rate_limit else None
+
 #: Measures and shares the lag of this worker's partitions (``GET /lag/``, ``/readyz``).
-monitor = LagMonitor(app, topics, settings)
+monitor = LagMonitor(app, topics, settings, broker)
 
 for service in (shards, writers, monitor):
     app.add_service(service)

@@ -9,10 +9,11 @@ The defaults run against the embedded stack (``make run``); point ``ROWSTREAM_BR
 
 from __future__ import annotations
 
+import math
 import os
+import ssl
 from collections.abc import Mapping
 from functools import cached_property
-from uuid import UUID
 
 from pydantic import (
     BaseModel,
@@ -24,7 +25,11 @@ from pydantic import (
     model_validator,
 )
 
+from app.ingest.keys import ApiKey, parse_all
+from app.model.events import MAX_ITEMS
+
 PREFIX = "ROWSTREAM_"
+SASL_MECHANISMS = ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 SLOTS = 256  # the shard map has one slot per possible first byte of an app ID
 
 
@@ -92,6 +97,37 @@ class Settings(BaseModel):
         "kafka://127.0.0.1:9092",
         description="ROWSTREAM_BROKER: Kafka bootstrap URL(s), e.g. kafka://k1:9092;k2:9092",
     )
+    broker_tls: bool = Field(
+        False,
+        description="ROWSTREAM_BROKER_TLS: talk TLS to the broker (SSL, or SASL_SSL with SASL)",
+    )
+    broker_ca_file: str = Field(
+        "", description="ROWSTREAM_BROKER_CA_FILE: CA bundle (PEM) for the broker; default: system"
+    )
+    broker_cert_file: str = Field(
+        "", description="ROWSTREAM_BROKER_CERT_FILE: client certificate (PEM), for mutual TLS"
+    )
+    broker_key_file: str = Field(
+        "", description="ROWSTREAM_BROKER_KEY_FILE: the client certificate's private key (PEM)"
+    )
+    broker_check_hostname: bool = Field(
+        True,
+        description="ROWSTREAM_BROKER_CHECK_HOSTNAME: the broker's certificate must name its host",
+    )
+    broker_sasl_mechanism: str = Field(
+        "",
+        description="ROWSTREAM_BROKER_SASL_MECHANISM: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; "
+        "empty: no SASL",
+    )
+    broker_sasl_username: str = Field("", description="ROWSTREAM_BROKER_SASL_USERNAME")
+    broker_sasl_password: SecretStr = Field(
+        SecretStr(""), description="ROWSTREAM_BROKER_SASL_PASSWORD (or the _FILE form)"
+    )
+    broker_sasl_password_file: str = Field(
+        "",
+        description="ROWSTREAM_BROKER_SASL_PASSWORD_FILE: a file holding the password (a mounted "
+        "secret); its one line is read at start",
+    )
     shards: tuple[str, ...] = Field(
         (
             "postgresql://postgres@127.0.0.1:5432/rowstream_shard0",
@@ -111,8 +147,8 @@ class Settings(BaseModel):
     )
     api_keys: tuple[SecretStr, ...] = Field(
         (),
-        description="ROWSTREAM_API_KEYS: comma-separated bearer keys; KEY:APP|APP limits a key "
-        "to those app IDs",
+        description="ROWSTREAM_API_KEYS: comma-separated [NAME=]KEY or [NAME=]sha256:<hex>; "
+        ":APP|APP limits a key to those app IDs (app.ingest.keys)",
     )
     group_id: str = Field(
         "rowstream",
@@ -183,6 +219,17 @@ class Settings(BaseModel):
         le=300,
         description="ROWSTREAM_BODY_TIMEOUT: seconds a client has to send its body (then 408)",
     )
+    rate_limit: float = Field(
+        0.0,
+        ge=0,
+        description="ROWSTREAM_RATE_LIMIT: updates/s a key may send to one worker; 0: no limit",
+    )
+    rate_burst: int = Field(
+        0,
+        ge=0,
+        description="ROWSTREAM_RATE_BURST: updates a key may send at once (default: 1 s of the "
+        "limit, at least one full request)",
+    )
     session_timeout: float = Field(
         10.0,
         gt=0,
@@ -212,16 +259,24 @@ class Settings(BaseModel):
     @field_validator("api_keys")
     @classmethod
     def _scopes(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
-        for secret in value:
-            key, sep, apps = secret.get_secret_value().partition(":")
-            if not key:
-                raise ValueError("an API key is empty")
-            if sep:
-                for app in apps.split("|"):
-                    try:
-                        UUID(app.strip())
-                    except ValueError:
-                        raise ValueError("a key's scope must be app IDs separated by |") from None
+        parse_all(secret.get_secret_value() for secret in value)
+        return value
+
+    @field_validator("broker_sasl_mechanism")
+    @classmethod
+    def _mechanism(cls, value: str) -> str:
+        mechanism = value.strip().upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise ValueError("must be PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or empty")
+        return mechanism
+
+    @field_validator(
+        "broker_ca_file", "broker_cert_file", "broker_key_file", "broker_sasl_password_file"
+    )
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        if value and not os.access(value, os.R_OK):
+            raise ValueError(f"cannot read {value}")
         return value
 
     @field_validator("log_level")
@@ -251,7 +306,83 @@ class Settings(BaseModel):
             )
         if self.shard_map:
             parse_shard_map(self.shard_map, len(self.shards))
+        self._check_broker_security()
+        if 0 < self.rate_burst < MAX_ITEMS:
+            raise ValueError(
+                f"ROWSTREAM_RATE_BURST ({self.rate_burst}) must be at least {MAX_ITEMS}, the "
+                f"most updates one request may hold, or 0"
+            )
         return self
+
+    def _check_broker_security(self) -> None:
+        tls_files = [
+            name
+            for name, value in (
+                ("ROWSTREAM_BROKER_CA_FILE", self.broker_ca_file),
+                ("ROWSTREAM_BROKER_CERT_FILE", self.broker_cert_file),
+                ("ROWSTREAM_BROKER_KEY_FILE", self.broker_key_file),
+            )
+            if value
+        ]
+        if tls_files and not self.broker_tls:
+            raise ValueError(f"{tls_files[0]} is set but ROWSTREAM_BROKER_TLS is not true")
+        if bool(self.broker_cert_file) != bool(self.broker_key_file):
+            raise ValueError("ROWSTREAM_BROKER_CERT_FILE and ROWSTREAM_BROKER_KEY_FILE go together")
+        if self.broker_tls:
+            try:
+                self.broker_ssl_context()
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(f"the broker's TLS files do not load: {exc}") from None
+        password_given = [
+            name
+            for name, given in (
+                (
+                    "ROWSTREAM_BROKER_SASL_PASSWORD",
+                    bool(self.broker_sasl_password.get_secret_value()),
+                ),
+                ("ROWSTREAM_BROKER_SASL_PASSWORD_FILE", bool(self.broker_sasl_password_file)),
+            )
+            if given
+        ]
+        if not self.broker_sasl_mechanism:
+            if self.broker_sasl_username or password_given:
+                raise ValueError(
+                    "SASL credentials are set but ROWSTREAM_BROKER_SASL_MECHANISM is empty"
+                )
+            return
+        if not self.broker_sasl_username:
+            raise ValueError("ROWSTREAM_BROKER_SASL_MECHANISM needs ROWSTREAM_BROKER_SASL_USERNAME")
+        if len(password_given) != 1:
+            raise ValueError(
+                "SASL needs exactly one of ROWSTREAM_BROKER_SASL_PASSWORD and "
+                "ROWSTREAM_BROKER_SASL_PASSWORD_FILE"
+            )
+        if not self.broker_password:
+            raise ValueError(f"{self.broker_sasl_password_file} holds no password")
+
+    def broker_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for the broker (None: plain TCP): the CA bundle (or the system's),
+        the client certificate if any, the hostname checked unless switched off."""
+        if not self.broker_tls:
+            return None
+        context = ssl.create_default_context(cafile=self.broker_ca_file or None)
+        context.check_hostname = self.broker_check_hostname
+        if self.broker_cert_file:
+            context.load_cert_chain(self.broker_cert_file, self.broker_key_file)
+        return context
+
+    @cached_property
+    def broker_password(self) -> str:
+        """The SASL password, from the setting or the first line of its file."""
+        if self.broker_sasl_password_file:
+            with open(self.broker_sasl_password_file, encoding="utf-8") as file:
+                return file.readline().strip()
+        return self.broker_sasl_password.get_secret_value()
+
+    @property
+    def burst(self) -> int:
+        """The updates a key may send at once when rate limits are on."""
+        return self.rate_burst or max(math.ceil(self.rate_limit), MAX_ITEMS)
 
     @property
     def slot_map(self) -> tuple[int, ...]:
@@ -260,20 +391,15 @@ class Settings(BaseModel):
             return parse_shard_map(self.shard_map, len(self.shards))
         return even_shard_map(len(self.shards))
 
+    @cached_property  # read on every request: parse once
+    def scoped_keys(self) -> tuple[ApiKey, ...]:
+        """Each configured key: its name, hash and the app IDs it may touch (None: every app)."""
+        return parse_all(secret.get_secret_value() for secret in self.api_keys)
+
     @property
     def keys(self) -> tuple[str, ...]:
-        return tuple(key for key, _ in self.scoped_keys)
-
-    @cached_property  # read on every request: parse once
-    def scoped_keys(self) -> tuple[tuple[str, frozenset[str] | None], ...]:
-        """Each key with the app IDs it may touch (None: every app)."""
-        found = []
-        for secret in self.api_keys:
-            key, sep, apps = secret.get_secret_value().partition(":")
-            found.append(
-                (key, frozenset(a.strip().lower() for a in apps.split("|")) if sep else None)
-            )
-        return tuple(found)
+        """The keys configured in plain text (the CLI calls the API with the first unscoped)."""
+        return tuple(key.plain for key in self.scoped_keys if key.plain is not None)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

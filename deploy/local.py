@@ -119,11 +119,22 @@ def broker_binary() -> str:
 
 
 class Broker:
-    """tansu with memory storage on 127.0.0.1:port. Memory storage: a restart loses all topics."""
+    """tansu with memory storage on 127.0.0.1:port. Memory storage: a restart loses all topics.
 
-    def __init__(self, state_dir: Path, port: int) -> None:
+    ``advertised`` is the address clients are told to come back to (default: the listener),
+    e.g. a TLS terminator in front of it; ``authentication`` makes tansu require SASL."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int,
+        advertised: str | None = None,
+        authentication: bool = False,
+    ) -> None:
         self.state_dir = state_dir.resolve()
         self.port = port
+        self.advertised = advertised
+        self.authentication = authentication
         self.process: subprocess.Popen | None = None
 
     @property
@@ -146,9 +157,10 @@ class Broker:
                 "--listener-url",
                 listener,
                 "--advertised-listener-url",
-                listener,
+                self.advertised or listener,
                 "--storage-engine",
                 "memory://tansu/",
+                *(["--authentication"] if self.authentication else []),
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,

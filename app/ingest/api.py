@@ -23,7 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from app.ingest import auth, openapi
-from app.main import app, layout, monitor, settings, shards, topics
+from app.ingest.keys import ApiKey
+from app.main import app, layout, limiter, monitor, settings, shards, topics
 from app.model import events
 from app.observe import metrics, tracing
 
@@ -42,8 +43,8 @@ class ApiError(Exception):
         self.status, self.error, self.problems, self.headers = status, error, problems, headers
 
 
-def _authenticate(request: Request) -> frozenset[str] | None:
-    """401 without a known key; else the key's app scope (None: every app)."""
+def _authenticate(request: Request) -> ApiKey:
+    """401 without a known key; else the key (its ``apps``: None for every app)."""
     try:
         return auth.authenticate(request.headers.get("Authorization", ""), settings.scoped_keys)
     except auth.Refused as exc:
@@ -63,6 +64,28 @@ def _check_scope(scope: frozenset[str] | None, app_ids: Iterable[str]) -> None:
                     for app in outside[:10]
                 ],
             )
+
+
+def _limit(key: ApiKey, updates: int) -> None:
+    """429 with Retry-After when the key's rate limit (``app.ingest.limits``) refuses them."""
+    if limiter is None:
+        return
+    wait = limiter.take(key.name, updates)
+    if wait is not None:
+        metrics.RATE_LIMITED.labels(key.name).inc()
+        raise ApiError(
+            429,
+            f"rate limit: key {key.name!r} may send {settings.rate_limit:g} updates/s "
+            f"(bursts of {settings.burst}); retry after {wait} s",
+            [
+                {
+                    "where": "limit",
+                    "problem": f"{settings.rate_limit:g} updates/s, burst "
+                    f"{settings.burst}, per worker; this request holds {updates}",
+                }
+            ],
+            headers={"Retry-After": str(wait)},
+        )
 
 
 def _uuid(text: str, where: str) -> str:
@@ -177,20 +200,21 @@ class ApiView(View):
 @app.page("/v1/apps/{app_id}/subscriptions/{subscription_id}")
 class SubscriptionView(ApiView):
     async def patch(self, request: Request, app_id: str, subscription_id: str) -> Response:
-        scope = _authenticate(request)  # 401 before any 400
+        key = _authenticate(request)  # 401 before any 400
         app_id, subscription_id = _uuid(app_id, "app_id"), _uuid(subscription_id, "subscription_id")
-        _check_scope(scope, [app_id])
+        _check_scope(key.apps, [app_id])
         try:
             body = events.PatchBody.validate_json(await _body(request))
         except ValidationError as exc:
             raise ApiError(400, "invalid request", events.problems_of(exc)) from None
+        _limit(key, 1)
         await _produce([(app_id, subscription_id, body["properties"])])
         return self.json({"accepted": 1}, status=202)
 
     async def get(self, request: Request, app_id: str, subscription_id: str) -> Response:
-        scope = _authenticate(request)  # 401 before any 400
+        key = _authenticate(request)  # 401 before any 400
         app_id, subscription_id = _uuid(app_id, "app_id"), _uuid(subscription_id, "subscription_id")
-        _check_scope(scope, [app_id])
+        _check_scope(key.apps, [app_id])
         try:
             row = await shards.fetch(layout.shard_of_app(app_id), app_id, subscription_id)
         except Exception as exc:
@@ -206,12 +230,13 @@ class SubscriptionView(ApiView):
 @app.page("/v1/updates")
 class UpdatesView(ApiView):
     async def post(self, request: Request) -> Response:
-        scope = _authenticate(request)
+        key = _authenticate(request)
         try:
             batch = events.BatchBody.validate_json(await _body(request))
         except ValidationError as exc:
             raise ApiError(400, "invalid request", events.problems_of(exc)) from None
-        _check_scope(scope, {update["app_id"] for update in batch})
+        _check_scope(key.apps, {update["app_id"] for update in batch})
+        _limit(key, len(batch))
         await _produce(
             [
                 (update["app_id"], update["subscription_id"], update["properties"])

@@ -7,18 +7,20 @@
 * open to all: liveness and readiness (for orchestrators), ``/metrics`` (for Prometheus) and the
   API description ``/openapi.json``.
 
-Keys are compared in constant time with every configured key, and never logged or echoed.
+Keys (``app.ingest.keys``) are matched by their SHA-256 in constant time with every configured key,
+and never logged or echoed.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
-Keys = Iterable[tuple[str, frozenset[str] | None]]  # (key, its apps; None = every app)
+from app.ingest.keys import ApiKey, match
+
+Keys = Iterable[ApiKey]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 SELF_AUTHENTICATED = "/v1/"
@@ -32,9 +34,9 @@ class Refused(Exception):
         self.status, self.error, self.headers = status, error, headers
 
 
-def authenticate(authorization: str, keys: Keys) -> frozenset[str] | None:
-    """The scope of the bearer key in an ``Authorization`` header (None: every app); Refused(401)
-    without a known key."""
+def authenticate(authorization: str, keys: Keys) -> ApiKey:
+    """The configured key the ``Authorization`` header bears (its ``apps``: None for every app);
+    Refused(401) without a known key."""
     scheme, _, key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Refused(
@@ -42,20 +44,15 @@ def authenticate(authorization: str, keys: Keys) -> frozenset[str] | None:
             "missing bearer key: send 'Authorization: Bearer <key>'",
             {"WWW-Authenticate": "Bearer"},
         )
-    given = key.strip().encode()
-    scope: frozenset[str] | None = None
-    matched = False
-    for known, apps in keys:
-        if hmac.compare_digest(given, known.encode()):
-            matched, scope = True, apps
-    if not matched:
+    found = match(key.strip(), keys)
+    if found is None:
         raise Refused(401, "unknown API key", {"WWW-Authenticate": "Bearer"})
-    return scope
+    return found
 
 
 def require_admin(authorization: str, keys: Keys) -> None:
     """Refused unless the header carries a known key that is not scoped to some apps."""
-    if authenticate(authorization, keys) is not None:
+    if authenticate(authorization, keys).apps is not None:
         raise Refused(403, "this key is scoped to some apps; admin views need an unscoped key")
 
 

@@ -55,6 +55,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "no such row",
         408: "body not sent within ROWSTREAM_BODY_TIMEOUT",
         413: "body over 1 MiB, or an update larger than the broker accepts",
+        429: "the key's rate limit (ROWSTREAM_RATE_LIMIT updates/s per worker, bursts of "
+        "ROWSTREAM_RATE_BURST) refused the request whole; retry after Retry-After seconds",
         503: "broker or shard unavailable; retry after Retry-After seconds",
     }
     return {
@@ -127,7 +129,7 @@ def document() -> dict[str, Any]:
                             "description": "accepted (durable in Kafka)",
                             "content": {"application/json": {"schema": accepted}},
                         },
-                        **_errors(400, 401, 403, 408, 413, 503),
+                        **_errors(400, 401, 403, 408, 413, 429, 503),
                     },
                 },
                 "get": {
@@ -174,7 +176,7 @@ def document() -> dict[str, Any]:
                             "description": "all accepted (durable in Kafka)",
                             "content": {"application/json": {"schema": accepted}},
                         },
-                        **_errors(400, 401, 403, 408, 413, 503),
+                        **_errors(400, 401, 403, 408, 413, 429, 503),
                     },
                 },
             },

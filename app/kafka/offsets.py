@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 from mode import Service
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
+from app.kafka.security import Broker
 from app.kafka.topic_setup import side_consumer
 
 log = logging.getLogger("rowstream.offsets")
@@ -26,7 +27,7 @@ class GroupOffsets(Service):
     """One OffsetFetch per partition, concurrently (tansu truncates the answer for "all
     partitions"); retried with capped backoff while the broker does not answer."""
 
-    def __init__(self, broker: str, group_id: str, **kwargs: Any) -> None:
+    def __init__(self, broker: Broker, group_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.broker = broker
         self.group_id = group_id

@@ -16,6 +16,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from app.kafka.security import Broker, describe_failure, refusal
+
 log = logging.getLogger("rowstream.admin")
 
 
@@ -23,25 +25,15 @@ class TopicError(Exception):
     """Topics cannot be created or do not match the settings; the message says what to do."""
 
 
-def bootstrap_servers(broker_url: str) -> str:
-    """``kafka://h1:9092;h2:9092`` (Faust's form) → ``h1:9092,h2:9092`` (aiokafka's)."""
-    hosts = []
-    for part in broker_url.replace(",", ";").split(";"):
-        part = part.strip()
-        if part:
-            hosts.append(part.split("://", 1)[-1].rstrip("/"))
-    return ",".join(hosts)
-
-
 def side_consumer(
-    broker_url: str, client_id: str, group_id: str | None = None, **options: Any
+    broker: Broker, client_id: str, group_id: str | None = None, **options: Any
 ) -> AIOKafkaConsumer:
     """A consumer beside the worker's own: it reads offsets or records and never joins a group
     (it is assigned partitions or only asks for offsets), and never commits. Every such
     connection of rowstream is made here (the lag monitor, the group's offsets, the CLI's
     reader)."""
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(broker_url),
+        **broker.client_options(),
         group_id=group_id,
         enable_auto_commit=False,
         client_id=client_id,
@@ -50,7 +42,7 @@ def side_consumer(
 
 
 async def ensure_topics(
-    broker_url: str,
+    broker: Broker,
     wanted: dict[str, int],
     replication: int = 1,
     timeout: float = 30.0,
@@ -58,13 +50,13 @@ async def ensure_topics(
 ) -> list[str]:
     """Create the missing topics of ``wanted`` (name → partitions) with topic ``configs``;
     return the names created."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers(broker_url), request_timeout_ms=int(timeout * 1000)
-    )
+    admin = AIOKafkaAdminClient(**broker.client_options(), request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout)
-    except (TimeoutError, KafkaError, OSError) as exc:
-        raise TopicError(f"cannot reach the broker at {broker_url}: {exc!r}") from None
+    except (TimeoutError, KafkaError, OSError, KeyError) as exc:
+        if isinstance(exc, KeyError) and refusal(exc, broker) is None:
+            raise
+        raise TopicError(describe_failure(exc, broker)) from None
     try:
         existing = set(await admin.list_topics())
         missing = [name for name in wanted if name not in existing]

@@ -34,6 +34,7 @@ from faust.exceptions import NotReady
 from mode import Service
 
 from app.kafka.consumer import FETCH_MAX_WAIT_MS
+from app.kafka.security import Broker, describe_failure, refusal
 from app.kafka.topic_setup import side_consumer
 from app.kafka.topics import Topics
 from app.model import events
@@ -47,9 +48,11 @@ log = logging.getLogger("rowstream.lag")
 class LagMonitor(Service):
     """Measures, exports and shares the lag of the partitions this worker owns."""
 
-    def __init__(self, app: Any, topics: Topics, settings: Settings, **kwargs: Any) -> None:
+    def __init__(
+        self, app: Any, topics: Topics, settings: Settings, broker: Broker, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        self.app, self.topics, self.settings = app, topics, settings
+        self.app, self.topics, self.settings, self.broker = app, topics, settings, broker
         self.interval = settings.lag_interval
         self.latest: dict[TopicPartition, PartitionLag] = {}
         self.last_success: float | None = None
@@ -63,7 +66,7 @@ class LagMonitor(Service):
     def _new_side_consumer(self) -> AIOKafkaConsumer:
         settings = self.settings
         return side_consumer(
-            settings.broker,
+            self.broker,
             f"{settings.group_id}-lag-monitor",
             settings.group_id,  # to read the group's committed offsets
             auto_offset_reset="earliest",
@@ -103,15 +106,18 @@ class LagMonitor(Service):
             raise
         except NotReady:
             pass  # the worker is starting or stopping: its producer is not running
-        except (TimeoutError, KafkaError, ConsumerStoppedError, OSError) as exc:
-            # ConsumerStoppedError is no KafkaError: the offsets client stopped under the round
+        except (TimeoutError, KafkaError, ConsumerStoppedError, OSError, KeyError) as exc:
+            # ConsumerStoppedError is no KafkaError: the offsets client stopped under the round;
+            # a KeyError is aiokafka's word for a refused SCRAM login (app.kafka.security)
+            if isinstance(exc, KeyError) and refusal(exc, self.broker) is None:
+                raise
             if self.should_stop:
                 return
             if not self.failing:
                 log.warning(
-                    "lag refresh failed: %r (the worker reports not ready until it works "
+                    "lag refresh failed: %s (the worker reports not ready until it works "
                     "again; repeats are not logged)",
-                    exc,
+                    describe_failure(exc, self.broker),
                 )
             self.failing = True
         else:
@@ -135,7 +141,11 @@ class LagMonitor(Service):
     async def refresh(self) -> None:
         if self._side is None:
             side = self._new_side_consumer()
-            await side.start()
+            try:
+                await side.start()
+            except BaseException:
+                await side.stop()
+                raise
             self._side = side
         side = self._side
         owned = self.owned()

@@ -68,6 +68,12 @@ SHARD_UP = Gauge(
     ["shard"],
     registry=REGISTRY,
 )
+RATE_LIMITED = Counter(
+    "rowstream_ingest_rate_limited",
+    "Write requests refused with 429 by the per-key rate limit, by key name (never the key).",
+    ["key"],
+    registry=REGISTRY,
+)
 INGEST_REQUESTS = Counter(
     "rowstream_ingest_requests",
     "HTTP write and read requests of the API, by response status.",

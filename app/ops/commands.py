@@ -5,7 +5,8 @@
   lines (batch records and update batches: one line per update);
 * ``traffic``: who floods whom: top apps and rows by events over a time range;
 * ``lag``: the cluster's ``/lag/`` table in the terminal;
-* ``dlq redrive``: put dead-lettered events back on the update topic once the cause is fixed.
+* ``dlq redrive``: put dead-lettered events back on the update topic once the cause is fixed;
+* ``hash-key``: the ``ROWSTREAM_API_KEYS`` entry that accepts a key without holding it.
 
 None of them joins the consumer group or commits offsets: inspecting never moves the pipeline.
 """
@@ -25,10 +26,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from faust.cli import argument, option
 
-from app.ingest import auth
-from app.kafka.topic_setup import TopicError, bootstrap_servers, ensure_topics
+from app.ingest import auth, keys
+from app.kafka.topic_setup import TopicError, ensure_topics
 from app.kafka.topics import DEAD_LETTERS, INTERNAL, UPDATES
-from app.main import app, layout, settings, topics
+from app.main import app, broker, layout, settings, topics
 from app.model import events
 from app.ops.inspection import Filter, Seen, parse_time, top_talkers, unbatch
 from app.ops.reader import ReadError, read
@@ -61,7 +62,7 @@ async def create_topics(self: Any) -> None:
     try:
         created = await asyncio.wait_for(
             ensure_topics(
-                settings.broker,
+                broker,
                 wanted_topics(),
                 settings.replication,
                 configs={"max.message.bytes": str(events.MAX_RECORD_BYTES)},
@@ -94,7 +95,7 @@ async def _records(
 ) -> AsyncIterator[Seen]:
     try:
         async for seen in read(
-            settings.broker,
+            broker,
             settings.topic(TOPICS[topic]),
             since=since,
             offset=offset,
@@ -216,13 +217,18 @@ async def traffic(
 
 @app.command(
     option("--url", help="a worker's base URL (default: this machine's ROWSTREAM_WEB_PORT)"),
-    option("--api-key", help="an unscoped API key (default: the first one in ROWSTREAM_API_KEYS)"),
+    option(
+        "--api-key",
+        help="an unscoped API key (default: the first plain-text one in ROWSTREAM_API_KEYS)",
+    ),
 )
 @_interrupted
 async def lag(self: Any, url: str | None, api_key: str | None) -> None:
     """Print the cluster's message lag and time lag per partition and shard (GET /lag/)."""
     base = (url or f"http://127.0.0.1:{settings.web_port}").rstrip("/")
-    key = api_key or next((k for k, apps in settings.scoped_keys if apps is None), "")
+    key = api_key or next(
+        (k.plain for k in settings.scoped_keys if k.apps is None and k.plain is not None), ""
+    )
     headers = {"Authorization": f"Bearer {key}"}
     try:
         async with aiohttp.ClientSession(
@@ -303,7 +309,7 @@ async def dlq(
         print(f"{len(ready)} dead letter(s) would be redriven; {still_bad} still invalid")
         return
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings.broker),
+        **broker.client_options(),
         acks="all",
         enable_idempotence=False,
         max_request_size=events.MAX_RECORD_BYTES,
@@ -327,3 +333,19 @@ async def dlq(
     finally:
         await producer.stop()
     print(f"redrove {len(ready)} dead letter(s); {still_bad} still invalid, left in place")
+
+
+@app.command(option("--name", help="the key's label in metrics and logs (letters, digits, _.-)"))
+@_interrupted
+async def hash_key(self: Any, name: str | None) -> None:
+    """Print the ROWSTREAM_API_KEYS entry (sha256:…) for a key read from standard input, so
+    that neither the environment nor the shell history holds the key."""
+    if name is not None and not keys.valid_name(name):
+        raise self.UsageError("--name: a letter, then up to 63 letters, digits, '_', '.' or '-'")
+    if sys.stdin.isatty():
+        key = click.prompt("key", hide_input=True, err=True)
+    else:
+        key = sys.stdin.readline().strip()
+    if not key or "," in key:
+        raise self.UsageError("give the key on standard input: one line, no comma")
+    print(keys.hashed_entry(key, name))

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from aiokafka import TopicPartition
 
+from app.kafka.security import Broker, describe_failure
 from app.kafka.topic_setup import side_consumer
 from app.ops.inspection import Seen
 
@@ -23,7 +24,7 @@ class ReadError(Exception):
 
 
 async def read(
-    broker: str,
+    broker: Broker,
     topic: str,
     *,
     since: float | None = None,
@@ -39,7 +40,7 @@ async def read(
         await asyncio.wait_for(consumer.start(), 15)
     except (TimeoutError, OSError, Exception) as exc:
         await consumer.stop()
-        raise ReadError(f"cannot reach the broker at {broker}: {exc!r}") from None
+        raise ReadError(describe_failure(exc, broker)) from None
     try:
         known = consumer.partitions_for_topic(topic)
         if not known:

@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaProducer
 
-from app.kafka.topic_setup import bootstrap_servers
+from app.kafka.security import bootstrap_servers
 from app.model import events
 from app.settings import Settings
 from deploy.local import Broker, Postgres, free_port

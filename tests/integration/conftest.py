@@ -5,6 +5,7 @@ factory for pipelines: unique topics, group and shard databases per test, worker
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 import pytest
 
@@ -38,11 +39,16 @@ def pipeline_factory(stack, tmp_path, request):
     made: list[Pipeline] = []
 
     def make(
-        partitions: int = 8, shards: int = 2, ports: dict[int, int] | None = None, **settings: str
+        partitions: int = 8,
+        shards: int = 2,
+        ports: dict[int, int] | None = None,
+        on: Any = None,
+        **settings: str,
     ) -> Pipeline:
-        """``ports`` sends a shard's connections to another port (a proxy the test owns)."""
+        """``ports`` sends a shard's connections to another port (a proxy the test owns); ``on``
+        is another broker than the session's (anything with a ``url``)."""
         pipeline = Pipeline.create(
-            broker,
+            on or broker,
             postgres,
             tmp_path,
             partitions,

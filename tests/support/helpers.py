@@ -19,7 +19,7 @@ import orjson
 import psycopg2
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.kafka.topic_setup import bootstrap_servers
+from app.kafka.security import bootstrap_servers
 from app.model.partitioning import Layout
 from app.settings import even_shard_map
 from app.sink.coalesce import apply

@@ -3,8 +3,10 @@
 import pytest
 
 from app.ingest.auth import PUBLIC_PATHS, Refused, authenticate, require_admin
+from app.ingest.keys import hashed_entry, parse_all
 
-KEYS = (("admin-key", None), ("scoped-key", frozenset({"app-1"})))
+APP = "0f8fad5b-d9cb-469f-a165-70867728950e"
+KEYS = parse_all(["admin-key", f"scoped-key:{APP}"])
 
 
 @pytest.mark.parametrize("header", ["", "Bearer", "Bearer   ", "Basic YWRtaW4ta2V5", "admin-key"])
@@ -23,8 +25,8 @@ def test_an_unknown_key_is_401_and_not_echoed():
 
 
 def test_a_known_key_gives_its_scope():
-    assert authenticate("Bearer admin-key", KEYS) is None
-    assert authenticate("bearer  scoped-key ", KEYS) == frozenset({"app-1"})
+    assert authenticate("Bearer admin-key", KEYS).apps is None
+    assert authenticate("bearer  scoped-key ", KEYS).apps == frozenset({APP})
 
 
 def test_admin_needs_an_unscoped_key():
@@ -36,3 +38,16 @@ def test_admin_needs_an_unscoped_key():
 
 def test_only_probes_metrics_and_the_api_description_are_public():
     assert PUBLIC_PATHS == {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+
+
+def test_a_hashed_entry_authenticates_its_key_and_nothing_else():
+    keys = parse_all([hashed_entry("s3cret-rotated", "ops"), f"{hashed_entry('team-key')}:{APP}"])
+    assert authenticate("Bearer s3cret-rotated", keys).name == "ops"
+    assert authenticate("Bearer team-key", keys).apps == frozenset({APP})
+    for wrong in ("s3cret-rotate", "s3cret-rotated2", hashed_entry("s3cret-rotated")[7:], "ops"):
+        with pytest.raises(Refused) as refused:
+            authenticate(f"Bearer {wrong}", keys)
+        assert refused.value.status == 401
+    require_admin("Bearer s3cret-rotated", keys)
+    with pytest.raises(Refused):
+        require_admin("Bearer team-key", keys)

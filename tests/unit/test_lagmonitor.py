@@ -33,7 +33,9 @@ class SideConsumer:
 
 def monitor_alone() -> LagMonitor:
     """A monitor whose round the test replaces: it needs no app, topics or broker."""
-    return LagMonitor(app=None, topics=None, settings=SimpleNamespace(lag_interval=0.1))
+    return LagMonitor(
+        app=None, topics=None, settings=SimpleNamespace(lag_interval=0.1), broker=None
+    )
 
 
 async def test_a_stop_in_the_middle_of_a_lag_round_ends_the_round_first():

@@ -67,10 +67,10 @@ def test_scoped_api_keys():
     settings = load(
         {"ROWSTREAM_API_KEYS": f"admin,team:{app.upper()}|ff8fad5b-d9cb-469f-a165-70867728950e"}
     )
-    assert settings.scoped_keys == (
+    assert [(key.plain, key.apps) for key in settings.scoped_keys] == [
         ("admin", None),
         ("team", frozenset({app, "ff8fad5b-d9cb-469f-a165-70867728950e"})),
-    )
+    ]
     assert settings.keys == ("admin", "team")
     for bad in ("team:not-a-uuid", ":" + app, "a,,b:"):
         with pytest.raises(ConfigError, match="ROWSTREAM_API_KEYS"):
@@ -94,7 +94,9 @@ def test_the_readme_configuration_table_is_the_settings():
     assert set(documented) == {f"ROWSTREAM_{name.upper()}" for name in Settings.model_fields}
     for name, field in Settings.model_fields.items():
         written, default = documented[f"ROWSTREAM_{name.upper()}"], field.default
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if isinstance(default, bool):
+            assert written == str(default).lower(), name
+        elif isinstance(default, (int, float)):
             assert float(written) == default, name
         elif isinstance(default, str) and default:
             assert written == default, name

@@ -1,6 +1,7 @@
 """Connections to the broker: the URL forms, and the one factory of side consumers."""
 
-from app.kafka.topic_setup import bootstrap_servers, side_consumer
+from app.kafka.security import Broker, bootstrap_servers
+from app.kafka.topic_setup import side_consumer
 
 
 def test_faust_broker_urls_become_aiokafka_bootstrap_servers():
@@ -10,9 +11,10 @@ def test_faust_broker_urls_become_aiokafka_bootstrap_servers():
 
 async def test_a_side_consumer_never_commits_and_carries_its_purpose():
     reader = side_consumer(
-        "kafka://h1:9092;h2:9092", "rowstream-inspect", auto_offset_reset="earliest"
-    )
-    offsets = side_consumer("kafka://h1:9092", "g-offsets", "g")
+        Broker("kafka://h1:9092;h2:9092", None, ""), "rowstream-inspect",
+        auto_offset_reset="earliest",
+    )  # fmt: skip
+    offsets = side_consumer(Broker("kafka://h1:9092", None, ""), "g-offsets", "g")
     try:
         assert reader._group_id is None and offsets._group_id == "g"
         assert not reader._enable_auto_commit and not offsets._enable_auto_commit
