@@ -46,6 +46,24 @@ def wanted_topics() -> dict[str, int]:
     return wanted
 
 
+def _interrupted(fun):
+    """A usage error ends the command with one line and exit code 2, Ctrl-C quietly with what
+    it printed so far (the async body runs inside a mode worker, which would log a traceback)."""
+
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            await fun(self, *args, **kwargs)
+        except click.UsageError as exc:
+            print(f"Error: {exc.message}", file=sys.stderr, flush=True)
+            os._exit(2)  # nothing is left open: every reader and producer closed in `finally`
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            print("interrupted", file=sys.stderr, flush=True)
+            os._exit(130)
+
+    wrapper.__name__, wrapper.__doc__ = fun.__name__, fun.__doc__
+    return wrapper
+
+
 def timeout_option(default: float) -> Any:
     return option(
         "--timeout",
@@ -57,6 +75,7 @@ def timeout_option(default: float) -> Any:
 
 
 @app.command()
+@_interrupted
 async def create_topics(self: Any) -> None:
     """Create rowstream's topics with ROWSTREAM_PARTITIONS partitions (run before any worker)."""
     try:
@@ -105,24 +124,6 @@ async def _records(
             yield seen
     except ReadError as exc:
         raise self.UsageError(str(exc)) from None
-
-
-def _interrupted(fun):
-    """A usage error ends the command with one line and exit code 2, Ctrl-C quietly with what
-    it printed so far (the async body runs inside a mode worker, which would log a traceback)."""
-
-    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            await fun(self, *args, **kwargs)
-        except click.UsageError as exc:
-            print(f"Error: {exc.message}", file=sys.stderr, flush=True)
-            os._exit(2)  # nothing is left open: every reader and producer closed in `finally`
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            print("interrupted", file=sys.stderr, flush=True)
-            os._exit(130)
-
-    wrapper.__name__, wrapper.__doc__ = fun.__name__, fun.__doc__
-    return wrapper
 
 
 @app.command(
