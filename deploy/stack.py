@@ -216,7 +216,7 @@ rowstream is running.
   API and web view   {base}/          (Faust's own views: {base}/router/ …)
   per-shard stats    {base}/shards/
   broker             {env["ROWSTREAM_BROKER"]}
-  shards             {env["ROWSTREAM_SHARDS"]}
+  shards             {",".join(map(settings_module.redact_dsn, env["ROWSTREAM_SHARDS"].split(",")))}
   API key            {key}
 
 Try:

@@ -16,6 +16,7 @@ import psycopg2
 from mode import Service
 
 from app.observe import metrics
+from app.settings import redact_dsn
 from app.sink import sql
 from app.sink.coalesce import Patch
 
@@ -24,6 +25,22 @@ log = logging.getLogger("rowstream.shards")
 # SQLSTATE classes (first two characters) that a retry cannot fix: the data itself is refused.
 _REJECTING_CLASSES = {"22", "23", "54"}  # data exception, integrity violation, program limit
 _TRANSIENT_CODES = {"23505"}  # unique_violation: two writers raced to insert one new row
+
+
+# What libpq says when no retry can help: the TLS check failed or the login was refused.
+_REFUSALS = (
+    "certificate verify failed",
+    "does not match host name",
+    "root certificate file",
+    "SSL error",
+    "server does not support SSL",
+    "password authentication failed",
+    "no pg_hba.conf entry",
+)
+
+
+class ShardRefused(Exception):
+    """A shard refuses these settings (TLS, login); the message is one line for the operator."""
 
 
 class Rejected(Exception):
@@ -62,6 +79,19 @@ class Shards(Service):
             if pool is not None:
                 pool.close()
                 await pool.wait_closed()
+
+    async def check_access(self, timeout: float = 10.0) -> None:
+        """Raise ``ShardRefused`` when a shard fails the TLS check or refuses the login. A shard
+        that does not answer is no error here: its writes wait for it, as always."""
+        for shard, dsn in enumerate(self.dsns):
+            try:
+                connection = await aiopg.connect(dsn, timeout=timeout)
+            except (psycopg2.Error, OSError, TimeoutError) as exc:
+                said = " ".join(str(exc).split())  # libpq's message, on one line
+                if any(refusal in said for refusal in _REFUSALS):
+                    raise ShardRefused(f"shard {shard} ({redact_dsn(dsn)}): {said}") from None
+                continue
+            connection.close()
 
     async def _pool(self, shard: int) -> aiopg.Pool:
         pool = self._pools[shard]

@@ -43,13 +43,15 @@ def pipeline_factory(stack, tmp_path, request):
         shards: int = 2,
         ports: dict[int, int] | None = None,
         on: Any = None,
+        shards_on: Any = None,
         **settings: str,
     ) -> Pipeline:
         """``ports`` sends a shard's connections to another port (a proxy the test owns); ``on``
-        is another broker than the session's (anything with a ``url``)."""
+        is another broker than the session's (anything with a ``url``), ``shards_on`` another
+        Postgres server."""
         pipeline = Pipeline.create(
             on or broker,
-            postgres,
+            shards_on or postgres,
             tmp_path,
             partitions,
             shards,

@@ -1,5 +1,6 @@
 """Fuzz the HTTP API from its own OpenAPI document (schemathesis): valid and invalid requests,
-no 5xx, no worker crash, and a JSON error body on every 4xx."""
+no 5xx, no worker crash, and a JSON error body on every 4xx; with the key configured as a
+``sha256:`` entry and per-key rate limits on."""
 
 import importlib
 import os
@@ -11,7 +12,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
 from app.ingest import openapi
-from tests.support.helpers import AUTH
+from app.ingest.keys import hashed_entry
+from tests.support.helpers import AUTH, KEY
 
 
 def _import_all_of(package) -> None:
@@ -40,7 +42,8 @@ REQUESTS = int(os.environ.get("FUZZ_REQUESTS", "600"))
     ],
 )
 def test_fuzzed_requests_never_get_a_5xx(pipeline_factory, requests):
-    pipeline = pipeline_factory()
+    # The key configured hashed, rate limits on: both paths are fuzzed too (429 is a 4xx).
+    pipeline = pipeline_factory(api_keys=hashed_entry(KEY, "fuzz"), rate_limit="2000")
     worker = pipeline.start_worker()
     base = f"http://127.0.0.1:{worker.web_port}"
     schema = schemathesis.openapi.from_dict(openapi.document())

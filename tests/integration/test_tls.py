@@ -14,7 +14,7 @@ import pytest
 
 from deploy.local import Broker, free_port
 from deploy.stack import ROOT, faust
-from tests.support.certs import make_ca, make_leaf
+from tests.support.certs import make_pki
 from tests.support.helpers import AUTH, LoadClient, Model, eventually, make_updates
 from tests.support.tls import Terminator
 
@@ -25,20 +25,17 @@ OTHER = "f2000000-0000-4000-8000-000000000002"
 @pytest.fixture(scope="module")
 def tls_broker(tmp_path_factory):
     base = tmp_path_factory.mktemp("tls")
-    ca = make_ca(base / "pki")
-    server = make_leaf(ca, "broker", ("localhost",))
-    client = make_leaf(ca, "worker", ("rowstream-worker",))
-    stranger = make_ca(base / "other-pki", "stranger-ca")
+    pki = make_pki(base)
     plain = free_port()
-    terminator = Terminator(base, server, plain, client_ca=ca)
+    terminator = Terminator(base, pki.server, plain, client_ca=pki.ca)
     broker = Broker(base / "broker", plain, advertised=f"tcp://localhost:{terminator.port}")
     broker.start()
     try:
         terminator.start()
         try:
             yield SimpleNamespace(
-                url=f"kafka://localhost:{terminator.port}", port=terminator.port, ca=ca,
-                client=client, stranger=stranger,
+                url=f"kafka://localhost:{terminator.port}", port=terminator.port, ca=pki.ca,
+                client=pki.client, stranger=pki.stranger,
             )  # fmt: skip
         finally:
             terminator.stop()

@@ -46,3 +46,22 @@ def make_leaf(ca: Path, name: str, hosts: tuple[str, ...] = ("localhost",)) -> L
     )  # fmt: skip
     (folder / f"{name}.key").chmod(0o600)
     return Leaf(folder / f"{name}.pem", folder / f"{name}.key")
+
+
+class Pki(NamedTuple):
+    ca: Path
+    server: Leaf  # for localhost
+    client: Leaf  # a client certificate the CA signed
+    stranger: Path  # another CA, which signed none of these
+
+
+def make_pki(folder: Path) -> Pki:
+    """What a TLS test needs: a CA, a server and a client certificate it signed, and a CA that
+    trusts neither (the wrong root)."""
+    ca = make_ca(folder / "pki")
+    return Pki(
+        ca,
+        make_leaf(ca, "server", ("localhost",)),
+        make_leaf(ca, "client", ("rowstream-worker",)),
+        make_ca(folder / "other-pki", "stranger-ca"),
+    )

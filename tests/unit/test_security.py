@@ -9,13 +9,13 @@ from faust.auth import SASLCredentials, SSLCredentials
 
 from app.kafka.security import broker_of
 from app.settings import ConfigError, load
-from tests.support.certs import make_ca, make_leaf
+from tests.support.certs import make_pki
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    ca = make_ca(tmp_path_factory.mktemp("pki"))
-    return ca, make_leaf(ca, "client", ("rowstream-worker",))
+    made = make_pki(tmp_path_factory.mktemp("pki"))
+    return made.ca, made.client
 
 
 def test_plain_tcp_by_default():

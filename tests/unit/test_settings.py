@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ConfigError, Settings, load
+from app.settings import ConfigError, Settings, load, redact_dsn
 
 TWO = "postgresql://h/a,postgresql://h/b"
 
@@ -41,9 +41,9 @@ def test_values_are_parsed_from_the_environment():
             {"ROWSTREAM_PARTITIONS": "0"},
             "ROWSTREAM_PARTITIONS: Input should be greater than or equal to 1",
         ),
-        (
-            {"ROWSTREAM_SHARDS": "mysql://h/a"},
-            "ROWSTREAM_SHARDS: 'mysql://h/a' is not a postgresql:// URL",
+        (  # the DSN is not echoed: it may hold a password
+            {"ROWSTREAM_SHARDS": "postgresql://h/a,mysql://u:pw@h/a"},
+            "ROWSTREAM_SHARDS: shard 1 is not a postgresql:// URL",
         ),
         ({"ROWSTREAM_SHARDS": ""}, "ROWSTREAM_SHARDS: name at least one shard DSN"),
         (
@@ -110,3 +110,14 @@ def test_topic_names_carry_the_prefix_and_labels_drop_it():
     assert settings.unprefixed("prod.rowstream-lag") == "rowstream-lag"
     assert settings.unprefixed("other.topic") == "other.topic"  # not ours: as it is
     assert load({}).unprefixed("rowstream-lag") == "rowstream-lag"
+
+
+def test_a_dsn_shown_anywhere_has_its_password_replaced():
+    assert (
+        redact_dsn("postgresql://u:S3c%40@h:5432/db?sslmode=verify-full")
+        == "postgresql://u:***@h:5432/db?sslmode=verify-full"
+    )
+    assert redact_dsn("postgresql://u@h/db?sslmode=require&password=S3c") == (
+        "postgresql://u@h/db?sslmode=require&password=***"
+    )
+    assert redact_dsn("postgresql://h/db") == "postgresql://h/db"  # nothing to hide
