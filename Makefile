@@ -38,13 +38,14 @@ install: $(STAMP)
 
 # Debian packages the tests use: promtool (package prometheus) checks the alert rules, stunnel4
 # puts TLS in front of the test broker, postgresql-15 serves the TLS shard test (the embedded
-# wheel's Postgres has no TLS). Installed when missing and this runs as root (CI and
+# wheel's Postgres has no TLS), chromium runs the operator page's browser test. Installed when missing and this runs as root (CI and
 # these machines do); otherwise the line says what to do.
 test-deps:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v stunnel4 >/dev/null || missing="$$missing stunnel4"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql-15"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1 || \

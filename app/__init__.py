@@ -18,6 +18,7 @@ from app.settings import ConfigError
 COMPONENTS = (
     "app.ingest.api",
     "app.ops.commands",
+    "app.ops.page",
     "app.observe.lag_monitor",
     "agents.repartition",
     "agents.sink",

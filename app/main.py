@@ -31,6 +31,7 @@ from app.model import events
 from app.model.deadletter import for_rejected
 from app.model.partitioning import Layout
 from app.observe import tracing
+from app.observe.history import Ring
 from app.observe.lag_monitor import LagMonitor
 from app.sink.shards import ShardRefused, Shards
 from app.sink.writer import Item
@@ -156,6 +157,11 @@ writers = Writers(
 
 #: The per-key rate limit at ingest (``app.ingest.limits``); None: off.
 limiter = RateLimiter(settings.rate_limit, settings.burst) if settings.rate_limit else None
+
+#: The last 15 minutes for the operator page, kept where the cluster-wide tables live
+#: (``tables/lag.py``: a sample per lag round; ``tables/throughput.py``: one a second).
+lag_history = Ring(settings.lag_interval)
+shard_history = Ring(1.0)
 
 #: Measures and shares the lag of this worker's partitions (``GET /lag/``, ``/readyz``).
 monitor = LagMonitor(app, topics, settings, broker)

@@ -215,6 +215,7 @@ def _banner(port: int, env: dict[str, str]) -> None:
 rowstream is running.
   API and web view   {base}/          (Faust's own views: {base}/router/ …)
   per-shard stats    {base}/shards/
+  operator page      {base}/ui/   (asks for the API key below)
   broker             {env["ROWSTREAM_BROKER"]}
   shards             {",".join(map(settings_module.redact_dsn, env["ROWSTREAM_SHARDS"].split(",")))}
   API key            {key}

@@ -15,7 +15,8 @@ import time
 import faust
 import orjson
 
-from app.main import app, layout, settings, topics
+from app.main import app, lag_history, layout, settings, topics
+from app.observe.history import WINDOW_SECONDS, lag_sample
 from app.observe.lag import PartitionLag, per_shard_totals
 from app.ops.render import answer, table
 
@@ -37,22 +38,64 @@ async def keep_lag_snapshots(stream):
             log.warning("ignoring a malformed lag snapshot: %s", exc)
             continue
         snapshots[str(owner)] = event.value
+        lag_history.offer(time.time(), _sample)
+
+
+def _snapshots() -> list[dict]:
+    """Every worker's last snapshot; a value that is none (e.g. an empty value left by a table
+    restore) is skipped."""
+    found = []
+    for raw in snapshots.values():
+        try:
+            snapshot = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(snapshot, dict):
+            found.append(snapshot)
+    return found
 
 
 def cluster_lag() -> list[PartitionLag]:
     """The newest report of every partition, from every worker's last snapshot."""
     newest: dict[tuple[str, int], PartitionLag] = {}
-    for raw in snapshots.values():
-        try:
-            entries = orjson.loads(raw)["partitions"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            continue  # not a snapshot (e.g. an empty value left by a table restore): skip it
+    for snapshot in _snapshots():
+        entries = snapshot.get("partitions")
+        if not isinstance(entries, list):
+            continue
         for entry in entries:
             lag = PartitionLag(**entry)
             key = (lag.topic, lag.partition)
             if key not in newest or newest[key].reported_at < lag.reported_at:
                 newest[key] = lag
     return [newest[key] for key in sorted(newest)]
+
+
+def cluster_dead_letters() -> dict[str, int]:
+    """Dead letters by reason, summed over every worker's last snapshot (each worker counts
+    since it started)."""
+    totals: dict[str, int] = {}
+    for snapshot in _snapshots():
+        for reason, count in (snapshot.get("dead_letters") or {}).items():
+            totals[reason] = totals.get(reason, 0) + int(count)
+    return dict(sorted(totals.items()))
+
+
+def _sample() -> dict:
+    now = time.time()
+    return {
+        **lag_sample(cluster_lag(), layout.shard_of_partition, settings.unprefixed, now),
+        "dead_letters": cluster_dead_letters(),
+    }
+
+
+@app.page("/lag/history")
+@app.table_route(table=snapshots, exact_key="0")
+async def lag_history_view(web, request):
+    """The last 15 minutes of cluster-wide lag, one sample per lag round (the operator page)."""
+    return web.json({
+        "interval_seconds": lag_history.interval, "window_seconds": WINDOW_SECONDS,
+        "samples": lag_history.samples(),
+    })  # fmt: skip
 
 
 @app.page("/lag/")
@@ -80,4 +123,5 @@ async def lag_view(web, request):
     text += "\n" + table(
         shards, ["topic", "shard", "message_lag", "waiting_updates", "time_lag_seconds"]
     )
-    return answer(web, request, {"partitions": partitions, "shards": shards}, text)
+    body = {"partitions": partitions, "shards": shards, "dead_letters": cluster_dead_letters()}
+    return answer(web, request, body, text)

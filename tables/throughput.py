@@ -22,7 +22,8 @@ from datetime import UTC, datetime, timedelta
 import faust
 import orjson
 
-from app.main import app, settings, shards, topics
+from app.main import app, settings, shard_history, shards, topics
+from app.observe import history
 from app.ops.render import answer, table
 
 log = logging.getLogger("rowstream.throughput")
@@ -62,6 +63,24 @@ async def count_batches(stream):
             per_minute[key] += count
 
 
+@app.timer(1.0)
+async def sample_totals() -> None:
+    """A sample of the totals once a second, on the worker that holds them (it reads the stats
+    topic's one partition), so the operator page's throughput covers idle seconds too."""
+    stats = topics.stats.get_topic_name()
+    if any(tp.topic == stats for tp in app.consumer.assignment()):
+        shard_history.offer(time.time(), _totals_sample)
+
+
+def _totals_sample() -> dict:
+    return {
+        "shards": [
+            {"shard": shard, **{name: totals[f"{shard}/{name}"] for name in COUNTS}}
+            for shard in range(len(settings.shards))
+        ]
+    }
+
+
 def _window(shard: int, timestamp: float) -> dict:
     (window,) = per_minute.table.window.ranges(timestamp)  # type: ignore[union-attr]  # tumbling
     counts = {name: per_minute[f"{shard}/{name}"][window] for name in COUNTS}
@@ -84,6 +103,16 @@ def snapshot(up: list[bool], now: float | None = None) -> dict:
             }
         )
     return {"window_seconds": WINDOW_SECONDS, "shards": report}
+
+
+@app.page("/shards/history")
+@app.table_route(table=totals, exact_key="0")
+async def shard_history_view(web, request):
+    """Each shard's totals once a second over the last 15 minutes (rates are their differences)."""
+    return web.json({
+        "interval_seconds": shard_history.interval, "window_seconds": history.WINDOW_SECONDS,
+        "samples": shard_history.samples(),
+    })  # fmt: skip
 
 
 @app.page("/shards/")

@@ -4,8 +4,9 @@
   apps against the request (``app.ingest.api``);
 * every other page — rowstream's ``/lag/`` and ``/shards/``, and Faust's own web views — needs an
   unscoped key, checked by ``admin_guard``, an aiohttp middleware on the worker's web server;
-* open to all: liveness and readiness (for orchestrators), ``/metrics`` (for Prometheus) and the
-  API description ``/openapi.json``.
+* open to all: liveness and readiness (for orchestrators), ``/metrics`` (for Prometheus), the
+  API description ``/openapi.json`` and the operator page's files under ``/ui/`` (the page asks
+  for an unscoped key and sends it with each of its data requests).
 
 Keys (``app.ingest.keys``) are matched by their SHA-256 in constant time with every configured key,
 and never logged or echoed.
@@ -23,6 +24,7 @@ from app.ingest.keys import ApiKey, match
 Keys = Iterable[ApiKey]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+PUBLIC_PREFIX = "/ui/"  # the operator page's static files; its data needs the unscoped key
 SELF_AUTHENTICATED = "/v1/"
 
 
@@ -66,7 +68,7 @@ def admin_guard(keys: Callable[[], Keys]) -> Any:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        if path in PUBLIC_PATHS or path.startswith(SELF_AUTHENTICATED):
+        if path in PUBLIC_PATHS or path.startswith((SELF_AUTHENTICATED, PUBLIC_PREFIX)):
             return await handler(request)
         try:
             require_admin(request.headers.get("Authorization", ""), keys())

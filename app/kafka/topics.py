@@ -7,6 +7,7 @@ reaches the dead-letter topic instead of vanishing in the framework.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 import faust
@@ -56,6 +57,7 @@ class Topics:
 
     def __init__(self, app: Any, settings: Settings) -> None:
         self.app = app
+        self.dead_lettered: Counter[str] = Counter()  # by reason, since this worker started
 
         def raw(name: str, partitions: int) -> Any:
             return app.topic(settings.topic(name), schema=RawSchema(), partitions=partitions)
@@ -98,6 +100,7 @@ class Topics:
         event it replaces is never committed before the letter is durable."""
         headers = {name: value.decode() for name, value in letter.headers}
         metrics.DEAD_LETTERS.labels(headers["rowstream-reason"]).inc()
+        self.dead_lettered[headers["rowstream-reason"]] += 1
         log.warning(
             "dead-lettered %s event from %s[%s]@%s: %s",
             headers["rowstream-reason"],

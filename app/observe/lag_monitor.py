@@ -259,7 +259,14 @@ class LagMonitor(Service):
         owner = self.worker_url()
         await self.topics.lag.send(
             key=owner.encode(),
-            value=orjson.dumps({"owner": owner, "at": time.time(), "partitions": snapshot}),
+            value=orjson.dumps(
+                {
+                    "owner": owner,
+                    "at": time.time(),
+                    "partitions": snapshot,
+                    "dead_letters": dict(self.topics.dead_lettered),
+                }
+            ),
         )
 
     def worker_url(self) -> str:
