@@ -87,10 +87,10 @@ function lagSeries(samples, field) {
   return { names, columns };
 }
 
-function rates(samples, field, shard) {
+function rates(samples, field, shard) { // per second, from the differences of the totals
   const out = [null];
   for (let i = 1; i < samples.length; i++) {
-    const pick = (sample) => (sample.shards || []).filter((s) => shard === null || s.shard === shard)
+    const pick = (sample) => (sample.shards || []).filter((s) => s.shard === shard)
       .reduce((sum, s) => sum + (s[field] || 0), 0);
     const seconds = samples[i].at - samples[i - 1].at;
     out.push(seconds > 0 ? Math.max(0, (pick(samples[i]) - pick(samples[i - 1])) / seconds) : null);
@@ -112,8 +112,10 @@ async function refresh() {
   const sx = shardSamples.map((s) => s.at);
   draw("chart-rows", shardIds.map((s) => `shard ${s}`), sx,
        shardIds.map((s) => rates(shardSamples, "rows", s)));
-  draw("chart-updates", ["applied", "coalesced"], sx,
-       [rates(shardSamples, "events", null), rates(shardSamples, "coalesced", null)]);
+  draw("chart-updates",
+       shardIds.flatMap((s) => [`shard ${s} applied`, `shard ${s} coalesced`]), sx,
+       shardIds.flatMap((s) => [rates(shardSamples, "events", s),
+                                rates(shardSamples, "coalesced", s)]));
 
   const now = {};
   for (const entry of lag.shards) { // per shard: the worst time lag, the lag summed over topics
