@@ -50,6 +50,15 @@ For every topic, two per-message costs of the framework are removed:
    gathers up to that long of records into one unit instead of returning each few records alone
    (100 ms cost 15 % of the end-to-end HTTP rate for no lower time lag; make bench, http case).
 
+9. **Table recovery reads the changelog it seeks to.** Faust's recovery seeks a table's
+   changelog partitions with ``seek_wait``, which, unlike Faust's ``seek``, leaves the read
+   offset where it was, and Faust drops every record at or before the read offset as already
+   read. A worker that read a changelog as a standby (its read offset at the end) and then takes
+   the table over seeks it back to 0 to rebuild the table, and every record was dropped: the
+   recovery waited for ever, and so did every agent of that worker (seen once in ``make
+   faults``, SIGKILL ×3: 4 minutes of "No event received for active tp"). ``Consumer.seek_wait``
+   moves the read offset of changelog partitions with the seek, as ``seek`` does.
+
 And one of aiokafka's producer:
 
 7. **The topic's partition set.** ``ClusterMetadata.partitions_for_topic`` builds a new set of a
@@ -62,7 +71,7 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Mapping
 from time import monotonic
 from typing import Any, cast
 
@@ -191,6 +200,14 @@ class Consumer(faust_aiokafka.Consumer):
     def expected(self, tp: TP) -> int | None:
         """The next offset the guard of ``tp``'s topic lets through (None: not known yet)."""
         return self._guards[tp.topic].expected(tp.partition)
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        """Faust's ``seek_wait``; for table changelogs, also what Faust's ``seek`` does (rule 9)."""
+        await super().seek_wait(partitions)
+        changelogs = self.app.tables.changelog_topics
+        for tp, offset in partitions.items():
+            if tp.topic in changelogs:
+                self._read_offset[tp] = offset if offset else None
 
     def hold(self, topic: str, partitions: Collection[int]) -> None:
         """Pause the partitions of ``topic`` among ``partitions`` that this worker owns."""

@@ -370,3 +370,32 @@ async def test_the_worker_consumer_asks_for_a_short_fetch_wait():
     finally:
         await ours.stop()
         await faust_own.stop()
+
+
+async def test_recovery_rereads_a_changelog_it_had_read_as_a_standby():
+    """Rule 9: the seek of table recovery moves the read offset of a changelog partition, so the
+    records before it are delivered again instead of being dropped as already read; other
+    topics keep Faust's read offsets."""
+    consumer = make_consumer()
+    table = consumer.app.Table("t", default=int, partitions=1)
+    changelog = TP(table.changelog_topic.get_topic_name(), 0)
+    other = TP(OTHER, 0)
+    sought = []
+
+    async def thread_seek_wait(partitions):
+        sought.append(dict(partitions))
+
+    consumer._thread.seek_wait = thread_seek_wait
+    consumer._read_offset[changelog] = 54  # read to the end as a standby
+    consumer._read_offset[other] = 7
+    await consumer.seek_wait({changelog: 0, other: 3})  # took the table over: rebuild from 0
+    assert sought == [{changelog: 0, other: 3}]
+    assert consumer._read_offset[changelog] is None and consumer._read_offset[other] == 7
+
+    async def wait_next_records(timeout):
+        return {changelog: records(0, 0, 2, changelog.topic)}, None
+
+    consumer._wait_next_records = wait_next_records
+    consumer.highwater = lambda tp: 100
+    got = [message.offset async for _, message in consumer.getmany(1.0)]
+    assert got == [0, 1, 2]  # delivered, not dropped as already read
