@@ -6,8 +6,8 @@ the CLI's reader, ``create-topics`` and ``dlq redrive``.
 The aiokafka options come from Faust's own ``credentials_to_aiokafka_auth``, so that a side
 consumer logs in exactly as the worker does. ``check_access`` is the worker's first step: a
 certificate the worker does not trust, a wrong hostname or a refused login stop it with one line
-(``BrokerRefused``) instead of a retry loop of tracebacks; ``refusal`` words such a failure met
-later (the lag monitor's rounds, the CLI).
+(``BrokerRefused``) instead of a traceback, and so does a broker that does not answer at all;
+``refusal`` words such a failure met later (the lag monitor's rounds, the CLI).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from aiokafka.errors import (
     AuthenticationFailedError,
     AuthenticationMethodNotSupported,
     IllegalSaslStateError,
+    KafkaError,
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
 )
@@ -133,8 +134,8 @@ def describe_failure(exc: BaseException, broker: Broker) -> str:
 
 async def check_access(broker: Broker, timeout: float = 15.0) -> None:
     """Raise ``BrokerRefused`` when the broker's certificate is not trusted or names another host,
-    or when it refuses the SASL login. A broker that does not answer is no error here: the
-    worker waits for it as it always does."""
+    when it refuses the SASL login, or when no bootstrap server answers (Faust would stop the
+    worker then too, with a traceback)."""
     context = broker.client_options().get("ssl_context")
     if context is not None:
         for address in bootstrap_servers(broker.url).split(","):
@@ -151,15 +152,14 @@ async def check_access(broker: Broker, timeout: float = 15.0) -> None:
             writer.close()
             with contextlib.suppress(OSError, ssl.SSLError):
                 await writer.wait_closed()
-    if not broker.mechanism:
-        return
     client = AIOKafkaClient(**broker.client_options(), request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
-    except Exception as exc:
+    except (KafkaError, OSError, TimeoutError, KeyError) as exc:
         line = refusal(exc, broker)
-        if line is not None:
-            raise BrokerRefused(line) from None
+        if line is None and isinstance(exc, KeyError):
+            raise
+        raise BrokerRefused(line or f"cannot reach the broker at {broker.describe()}") from None
     finally:
         await client.close()
 

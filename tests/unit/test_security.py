@@ -7,8 +7,9 @@ import ssl
 import pytest
 from faust.auth import SASLCredentials, SSLCredentials
 
-from app.kafka.security import broker_of
+from app.kafka.security import BrokerRefused, broker_of, check_access
 from app.settings import ConfigError, load
+from deploy.local import free_port
 from tests.support.certs import make_pki
 
 
@@ -111,3 +112,10 @@ def test_bad_combinations_are_one_line_naming_no_password(pki, tmp_path):
             load(env)
         text = str(caught.value)
         assert problem in text and "\n" not in text and "pw-1" not in text, (env, text)
+
+
+async def test_a_broker_that_does_not_answer_at_start_is_one_line():
+    port = free_port()  # nothing listens there
+    with pytest.raises(BrokerRefused) as refused:
+        await check_access(broker_of(load({"ROWSTREAM_BROKER": f"kafka://127.0.0.1:{port}"})), 5)
+    assert str(refused.value) == f"cannot reach the broker at kafka://127.0.0.1:{port} (plain TCP)"
