@@ -1,4 +1,5 @@
-"""Cluster-wide lag: the newest snapshot of every worker, and ``GET /lag/``.
+"""Cluster-wide lag: the newest snapshot of every worker, ``GET /lag/`` and ``GET /lag/history``
+(the last 15 minutes, ``app.observe.history``, sampled here as snapshots arrive).
 
 Each worker's lag monitor sends one snapshot per round to ``rowstream-lag`` (one partition, key =
 the worker's URL); the agent below keeps the newest per worker in a table held by the owner of

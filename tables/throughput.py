@@ -9,6 +9,9 @@ a worker that does not own the partition read their changelog once at start and 
 * ``shard-throughput-total``: counts since the topics were created;
 * ``shard-throughput-minute``: the same counts in tumbling one-minute windows, kept for an hour.
 
+``GET /shards/history``: the totals once a second over the last 15 minutes (the operator page),
+sampled on the same owner.
+
 Keys are ``"<shard>/<count>"`` strings. Table names become changelog topic names: renaming one
 is a migration.
 """
