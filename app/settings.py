@@ -338,7 +338,9 @@ class Settings(BaseModel):
             raise ValueError("ROWSTREAM_BROKER_CERT_FILE and ROWSTREAM_BROKER_KEY_FILE go together")
         if self.broker_tls:
             try:
-                self.broker_ssl_context()
+                _ = (
+                    self.broker_ssl_context
+                )  # built once, here: files that do not load stop the start
             except (ssl.SSLError, OSError) as exc:
                 raise ValueError(f"the broker's TLS files do not load: {exc}") from None
         password_given = [
@@ -368,6 +370,7 @@ class Settings(BaseModel):
         if not self.broker_password:
             raise ValueError(f"{self.broker_sasl_password_file} holds no password")
 
+    @cached_property
     def broker_ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context for the broker (None: plain TCP): the CA bundle (or the system's),
         the client certificate if any, the hostname checked unless switched off."""

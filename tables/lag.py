@@ -56,10 +56,10 @@ def _snapshots() -> list[dict]:
     return found
 
 
-def cluster_lag() -> list[PartitionLag]:
-    """The newest report of every partition, from every worker's last snapshot."""
+def cluster_lag(workers: list[dict]) -> list[PartitionLag]:
+    """The newest report of every partition, from every worker's last snapshot (``_snapshots``)."""
     newest: dict[tuple[str, int], PartitionLag] = {}
-    for snapshot in _snapshots():
+    for snapshot in workers:
         entries = snapshot.get("partitions")
         if not isinstance(entries, list):
             continue
@@ -71,21 +71,21 @@ def cluster_lag() -> list[PartitionLag]:
     return [newest[key] for key in sorted(newest)]
 
 
-def cluster_dead_letters() -> dict[str, int]:
+def cluster_dead_letters(workers: list[dict]) -> dict[str, int]:
     """Dead letters by reason, summed over every worker's last snapshot (each worker counts
     since it started)."""
     totals: dict[str, int] = {}
-    for snapshot in _snapshots():
+    for snapshot in workers:
         for reason, count in (snapshot.get("dead_letters") or {}).items():
             totals[reason] = totals.get(reason, 0) + int(count)
     return dict(sorted(totals.items()))
 
 
 def _sample() -> dict:
-    now = time.time()
+    now, workers = time.time(), _snapshots()
     return {
-        **lag_sample(cluster_lag(), layout.shard_of_partition, settings.unprefixed, now),
-        "dead_letters": cluster_dead_letters(),
+        **lag_sample(cluster_lag(workers), layout.shard_of_partition, settings.unprefixed, now),
+        "dead_letters": cluster_dead_letters(workers),
     }
 
 
@@ -102,8 +102,8 @@ async def lag_history_view(web, request):
 @app.page("/lag/")
 @app.table_route(table=snapshots, exact_key="0")  # one partition: every key lives on its owner
 async def lag_view(web, request):
-    now = time.time()
-    lags = cluster_lag()
+    now, workers = time.time(), _snapshots()
+    lags = cluster_lag(workers)
     partitions = [{**lag.as_json(now), "topic": settings.unprefixed(lag.topic)} for lag in lags]
     shards = [
         {**total, "topic": settings.unprefixed(total["topic"])}
@@ -124,5 +124,9 @@ async def lag_view(web, request):
     text += "\n" + table(
         shards, ["topic", "shard", "message_lag", "waiting_updates", "time_lag_seconds"]
     )
-    body = {"partitions": partitions, "shards": shards, "dead_letters": cluster_dead_letters()}
+    body = {
+        "partitions": partitions,
+        "shards": shards,
+        "dead_letters": cluster_dead_letters(workers),
+    }
     return answer(web, request, body, text)

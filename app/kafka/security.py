@@ -47,7 +47,13 @@ def bootstrap_servers(broker_url: str) -> str:
 class Broker(NamedTuple):
     url: str  # Faust's form, kafka://h1:9092;h2:9092
     credentials: CredentialsT | None  # None: plain TCP, no login
-    mechanism: str  # the SASL mechanism, "" without SASL (for messages)
+
+    @property
+    def mechanism(self) -> str:
+        """The SASL mechanism, "" without SASL."""
+        if isinstance(self.credentials, SASLCredentials):
+            return self.credentials.mechanism.value
+        return ""
 
     @property
     def tls(self) -> bool:
@@ -73,7 +79,7 @@ class Broker(NamedTuple):
 
 
 def broker_of(settings: Settings) -> Broker:
-    context = settings.broker_ssl_context()
+    context = settings.broker_ssl_context
     credentials: CredentialsT | None = None
     if settings.broker_sasl_mechanism:
         credentials = SASLCredentials(
@@ -84,7 +90,7 @@ def broker_of(settings: Settings) -> Broker:
         )
     elif context is not None:
         credentials = SSLCredentials(context)
-    return Broker(settings.broker, credentials, settings.broker_sasl_mechanism)
+    return Broker(settings.broker, credentials)
 
 
 class BrokerRefused(Exception):
@@ -110,6 +116,17 @@ def _scram_refused(exc: BaseException) -> bool:
         frame.name.startswith("process_server_") and frame.filename.endswith("aiokafka/conn.py")
         for frame in traceback.extract_tb(exc.__traceback__)
     )
+
+
+#: What a failed connection to the broker raises: aiokafka's refused SCRAM login among them, as
+#: a bare KeyError, which ``broker_failed`` tells apart from a KeyError of a bug.
+CONNECTION_ERRORS = (KafkaError, OSError, TimeoutError, KeyError)
+
+
+def broker_failed(exc: BaseException) -> bool:
+    """For an exception of ``CONNECTION_ERRORS``: a failure to reach or log in to the broker
+    (rather than a bug that must not be swallowed)."""
+    return not isinstance(exc, KeyError) or _scram_refused(exc)
 
 
 def refusal(exc: BaseException, broker: Broker) -> str | None:
@@ -155,19 +172,21 @@ async def check_access(broker: Broker, timeout: float = 15.0) -> None:
     client = AIOKafkaClient(**broker.client_options(), request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
-    except (KafkaError, OSError, TimeoutError, KeyError) as exc:
-        line = refusal(exc, broker)
-        if line is None and isinstance(exc, KeyError):
+    except CONNECTION_ERRORS as exc:
+        if not broker_failed(exc):
             raise
-        raise BrokerRefused(line or f"cannot reach the broker at {broker.describe()}") from None
+        line = refusal(exc, broker) or f"cannot reach the broker at {broker.describe()}"
+        raise BrokerRefused(line) from None
     finally:
         await client.close()
 
 
 __all__ = [
+    "CONNECTION_ERRORS",
     "Broker",
     "BrokerRefused",
     "bootstrap_servers",
+    "broker_failed",
     "broker_of",
     "check_access",
     "describe_failure",

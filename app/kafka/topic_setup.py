@@ -14,9 +14,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
 
-from app.kafka.security import Broker, describe_failure, refusal
+from app.kafka.security import CONNECTION_ERRORS, Broker, broker_failed, describe_failure
 
 log = logging.getLogger("rowstream.admin")
 
@@ -53,8 +52,8 @@ async def ensure_topics(
     admin = AIOKafkaAdminClient(**broker.client_options(), request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout)
-    except (TimeoutError, KafkaError, OSError, KeyError) as exc:
-        if isinstance(exc, KeyError) and refusal(exc, broker) is None:
+    except CONNECTION_ERRORS as exc:
+        if not broker_failed(exc):
             raise
         raise TopicError(describe_failure(exc, broker)) from None
     try:

@@ -29,12 +29,12 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import ConsumerStoppedError, KafkaConnectionError, KafkaError
+from aiokafka.errors import ConsumerStoppedError, KafkaConnectionError
 from faust.exceptions import NotReady
 from mode import Service
 
 from app.kafka.consumer import FETCH_MAX_WAIT_MS
-from app.kafka.security import Broker, describe_failure, refusal
+from app.kafka.security import CONNECTION_ERRORS, Broker, broker_failed, describe_failure
 from app.kafka.topic_setup import side_consumer
 from app.kafka.topics import Topics
 from app.model import events
@@ -106,10 +106,9 @@ class LagMonitor(Service):
             raise
         except NotReady:
             pass  # the worker is starting or stopping: its producer is not running
-        except (TimeoutError, KafkaError, ConsumerStoppedError, OSError, KeyError) as exc:
-            # ConsumerStoppedError is no KafkaError: the offsets client stopped under the round;
-            # a KeyError is aiokafka's word for a refused SCRAM login (app.kafka.security)
-            if isinstance(exc, KeyError) and refusal(exc, self.broker) is None:
+        except (*CONNECTION_ERRORS, ConsumerStoppedError) as exc:
+            # ConsumerStoppedError is no KafkaError: the offsets client stopped under the round
+            if not broker_failed(exc):
                 raise
             if self.should_stop:
                 return

@@ -73,10 +73,12 @@ async def test_a_refused_login_later_makes_the_worker_not_ready_with_one_line(ca
     """A SCRAM login refused after the start (credentials rotated on the broker, say) fails the
     lag round: the worker reports not ready (no successful round) and says why once."""
     from aiokafka.conn import ScramAuthenticator
+    from faust.auth import SASLCredentials
 
     from app.kafka.security import Broker
 
-    broker = Broker("kafka://k1:9092", SimpleNamespace(username="rowstream"), "SCRAM-SHA-256")
+    credentials = SASLCredentials(username="rowstream", password="pw-1", mechanism="SCRAM-SHA-256")
+    broker = Broker("kafka://k1:9092", credentials)
     monitor = LagMonitor(
         app=None, topics=None, settings=SimpleNamespace(lag_interval=0.1), broker=broker
     )
