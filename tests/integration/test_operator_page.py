@@ -29,15 +29,43 @@ async def shown(page, shard: int) -> dict:
     }
 
 
-async def until(page, check, timeout: float, what: str) -> dict:
+async def until(probe, check, timeout: float, what: str):
+    """Poll ``probe()`` (what the page shows) until ``check`` holds; fail naming ``what``."""
     deadline = time.monotonic() + timeout
     while True:
-        figures = {shard: await shown(page, shard) for shard in (0, 1)}
-        if check(figures):
-            return figures
+        seen = await probe()
+        if check(seen):
+            return seen
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}: {figures}")
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}: {seen}")
         await asyncio.sleep(0.5)
+
+
+def table_of(page):
+    async def probe() -> dict:
+        return {shard: await shown(page, shard) for shard in (0, 1)}
+
+    return probe
+
+
+def chart_of(page, chart: str):
+    """The series the page drew last in ``chart``, by legend name."""
+
+    async def probe() -> dict:
+        return await page.evaluate(
+            """(id) => { const c = window.rowstream.charts[id];
+                         if (!c) return {};
+                         return Object.fromEntries(c.names.map((n, i) => [n, c.data[i + 1]])); }""",
+            chart,
+        )
+
+    return probe
+
+
+def rose(values: list) -> bool:
+    """At least three samples above 0, the newest the largest: a lag that is climbing."""
+    lagging = [v for v in values or [] if v]
+    return len(lagging) >= 3 and lagging[-1] == max(lagging) > lagging[0]
 
 
 async def test_the_page_shows_a_held_shard_falling_behind_and_catching_up(pipeline_factory):
@@ -54,7 +82,14 @@ async def test_the_page_shows_a_held_shard_falling_behind_and_catching_up(pipeli
         page.on("dialog", answer)
         await page.goto(f"http://127.0.0.1:{worker.web_port}/ui/")
         await page.wait_for_selector('#shards tr[data-shard="1"]', timeout=60_000)
-        await until(page, lambda f: all(s["time_lag"] == 0 for s in f.values()), 60, "all at 0")
+        # every shard reported (not merely nothing known yet) and at 0
+        await until(
+            lambda: page.evaluate("Object.keys(window.rowstream.latest?.shards ?? {})"),
+            lambda reported: sorted(reported) == ["0", "1"], 60, "both shards reported",
+        )  # fmt: skip
+        await until(
+            table_of(page), lambda f: all(s["time_lag"] == 0 for s in f.values()), 60, "both at 0"
+        )
 
         pipeline.hold_shard(1)
         model = Model()
@@ -63,26 +98,28 @@ async def test_the_page_shows_a_held_shard_falling_behind_and_catching_up(pipeli
         free = {row: props for row, props in model.rows.items() if row[0] == SHARD0_APP}
         await pipeline.wait_for_rows(free, 60, "shard 0's updates", only=SHARD0_APP)
         first = await until(
-            page, lambda f: f[1]["time_lag"] >= 3 and f[1]["message_lag"] > 0, 60,
+            table_of(page), lambda f: f[1]["time_lag"] >= 3 and f[1]["message_lag"] > 0, 60,
             "the held shard's time lag to show",
         )  # fmt: skip
-        later = await until(
-            page, lambda f: f[1]["time_lag"] >= first[1]["time_lag"] + 3, 30,
-            "the held shard's time lag to rise",
+        await until(
+            table_of(page),
+            lambda f: f[1]["time_lag"] >= first[1]["time_lag"] + 3
+            and f[0]["time_lag"] == 0 and f[0]["message_lag"] == 0,
+            30, "the held shard's time lag to rise while shard 0 is at 0",
         )  # fmt: skip
-        assert later[0]["time_lag"] == 0 and later[0]["message_lag"] == 0  # shard 0 flows
-        assert await page.evaluate("window.rowstream.latest.samples") >= 5  # the charts' history
-        held_series = await page.evaluate(
-            """() => { const c = document.querySelector('#chart-time-lag .u-legend');
-                       return c ? c.innerText : ''; }"""
-        )
-        assert "shard 1" in held_series and "shard 0" in held_series
+        await until(
+            chart_of(page, "chart-time-lag"),
+            lambda series: rose(series.get("shard 1")) and (series.get("shard 0") or [1])[-1] == 0,
+            30, "the time-lag chart to draw shard 1 climbing and shard 0 at 0",
+        )  # fmt: skip
+        legend = await page.locator("#chart-time-lag .u-legend").inner_text()
+        assert "shard 1" in legend and "shard 0" in legend
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(SCREENSHOT), full_page=True)
 
         pipeline.hold_shard(1, held=False)
         await until(
-            page,
+            table_of(page),
             lambda f: all(s["time_lag"] == 0 and s["message_lag"] == 0 for s in f.values()),
             90,
             "both shards back to 0",

@@ -9,7 +9,7 @@ const KEY_ITEM = "rowstream-api-key";
 const COLORS = ["#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00acc1", "#6d4c41",
                 "#546e7a"];
 const charts = {};
-const state = { latest: null };
+const state = { latest: null, charts };
 window.rowstream = state; // for the browser test and the curious
 
 function apiKey() {
