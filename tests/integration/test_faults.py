@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.faultload import count_anomalies, load
 from tests.support.helpers import AUTH, eventually
+from tests.support.tcpproxy import Proxy
 
 APPS = ["17000000-0000-4000-8000-000000000001", "9e000000-0000-4000-8000-000000000002"]
 
@@ -156,8 +157,6 @@ async def test_sigterm_under_load_stops_within_30s_and_restarts_exact(pipeline_f
 
 @pytest.mark.long
 async def test_slow_shard_does_not_slow_the_other(stack, pipeline_factory):
-    from tests.support.tcpproxy import Proxy
-
     _, postgres = stack
     with Proxy(postgres.port) as proxy:
         pipeline = pipeline_factory(ports={1: proxy.port})

@@ -27,19 +27,30 @@ class Proxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop serving, end every connection's pumps, then the loop (closed, so no pump is left
+        to be collected half-run in a later test)."""
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
+        self._server = self._loop.run_until_complete(
             asyncio.start_server(self._handle, "127.0.0.1", self.port)
         )
         self._ready.set()
         try:
             self._loop.run_forever()
         finally:
-            server.close()
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        running = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -60,4 +71,7 @@ class Proxy:
             finally:
                 sink.close()
 
-        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+        try:
+            await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+        except asyncio.CancelledError:
+            pass  # the proxy is stopping (``_shutdown``): the connection ends with it
