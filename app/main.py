@@ -10,7 +10,6 @@ data migration.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -74,14 +73,6 @@ class Worker(faust.Worker):
             print(f"rowstream: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
         await super().on_first_start()
-
-    async def _sentinel_task(self) -> None:
-        """The last turn of the loop before mode closes it: one second in mode-streaming 0.7.1
-        (``Worker._shutdown_loop``), though by then every service has stopped and ``_gather_all``
-        has waited for or cancelled every task; a tenth of a second still runs the callbacks the
-        stop scheduled, and every stop (a deploy, a rebalance by scaling in, each test) ends a
-        second sooner."""
-        await asyncio.sleep(0.1)
 
 
 if settings.otlp_endpoint:

@@ -1,5 +1,4 @@
-"""The worker class Faust starts: it logs at ROWSTREAM_LOG_LEVEL, whatever ``-l`` says, and it
-closes its loop after a tenth of a second where mode waits a whole one."""
+"""The worker class Faust starts: it logs at ROWSTREAM_LOG_LEVEL, whatever ``-l`` says."""
 
 import logging
 import subprocess
@@ -16,36 +15,16 @@ asyncio.run(main())
 """
 
 
-# Each sleep of the worker's shutdown, recorded (the real sleep still runs).
-SHUTDOWN = """
-import asyncio, sys
-real_sleep, slept = asyncio.sleep, []
-async def recording_sleep(delay, *args, **kwargs):
-    slept.append(delay)
-    return await real_sleep(delay, *args, **kwargs)
-asyncio.sleep = recording_sleep
-import mode
-from app.main import app
-worker = app.conf.Worker(app, loglevel="warn") if sys.argv[1] == "ours" else mode.Worker()
-worker._shutdown_loop()
-print(max(slept))
-"""
-
-
-def run(code: str, *args: str, environ: dict[str, str] | None = None) -> str:
+def worker_level(environ: dict[str, str]) -> tuple[str, str]:
     done = subprocess.run(
-        [sys.executable, "-c", code, *args],
+        [sys.executable, "-c", CODE],
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "FAUST_LOOP": "aio", **(environ or {})},
+        env={"PATH": "/usr/bin:/bin", "FAUST_LOOP": "aio", **environ},
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def worker_level(environ: dict[str, str]) -> tuple[str, ...]:
-    return tuple(run(CODE, environ=environ).split())
+    return tuple(done.stdout.split())
 
 
 def test_the_worker_logs_at_the_setting_not_at_the_command_line_level():
@@ -68,8 +47,3 @@ def test_a_bad_setting_stops_every_command_with_one_line_and_exit_code_2():
             "rowstream: configuration error: ROWSTREAM_PARTITIONS: Input should be a valid "
             "integer, unable to parse string as an integer"
         ], (command, done.stderr)
-
-
-def test_the_loop_s_last_turn_is_a_tenth_of_a_second_not_mode_s_second():
-    assert float(run(SHUTDOWN, "mode")) == 1.0  # mode-streaming 0.7.1's _sentinel_task
-    assert float(run(SHUTDOWN, "ours")) == 0.1  # the longest sleep of our shutdown
