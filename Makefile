@@ -31,21 +31,23 @@ faults: $(STAMP) test-deps
 
 # rowstream against the naive pipeline; figures printed and written to .local/bench/bench.json.
 # `make bench ARGS=--quick` is the tiny run of the smoke test; `ARGS=--help` lists the options.
-bench: $(STAMP)
+bench: $(STAMP) test-deps
 	$(PY) -m tests.bench $(ARGS)
 
 install: $(STAMP)
 
 # Debian packages the tests use: promtool (package prometheus) checks the alert rules, stunnel4
 # puts TLS in front of the test broker, postgresql-15 serves the TLS shard test (the embedded
-# wheel's Postgres has no TLS), chromium runs the operator page's browser test. Installed when missing and this runs as root (CI and
-# these machines do); otherwise the line says what to do.
+# wheel's Postgres has no TLS), chromium runs the operator page's browser test, wrk loads the
+# ingest tier in the benchmarks. Installed when missing and this runs as root (CI and these
+# machines do); otherwise the line says what to do.
 test-deps:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v stunnel4 >/dev/null || missing="$$missing stunnel4"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql-15"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1 || \

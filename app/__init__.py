@@ -16,7 +16,6 @@ from app.settings import ConfigError
 #: by Faust's autodiscovery, which logs and skips a module that fails to import: a worker
 #: without its sink must not start.
 COMPONENTS = (
-    "app.ingest.api",
     "app.ops.commands",
     "app.ops.page",
     "app.observe.lag_monitor",

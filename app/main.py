@@ -20,8 +20,6 @@ import faust
 import mode.loop
 
 from app import settings as settings_module
-from app.ingest import auth
-from app.ingest.limits import RateLimiter
 from app.kafka.consumer import RowstreamApp
 from app.kafka.forwarding import Forwarder
 from app.kafka.offsets import GroupOffsets
@@ -33,6 +31,7 @@ from app.model.partitioning import Layout
 from app.observe import tracing
 from app.observe.history import Ring
 from app.observe.lag_monitor import LagMonitor
+from app.ops import access, probes
 from app.sink.shards import ShardRefused, Shards
 from app.sink.writer import Item
 from app.sink.writers import Writers
@@ -120,8 +119,8 @@ app = RowstreamApp(
     # With the memory store nothing persists across restarts, so there is nothing it protects.
     recovery_consistency_check=False,
     web_port=settings.web_port,
-    # Every page but the public ones and the /v1/ API (which checks keys itself) needs a key.
-    web_application_options={"middlewares": [auth.admin_guard(lambda: settings.scoped_keys)]},
+    # Every page but the public ones needs an unscoped key (app.ops.access).
+    web_application_options={"middlewares": [access.admin_guard(lambda: settings.scoped_keys)]},
     web_bind=settings.web_bind,
     **({"web_host": "127.0.0.1"} if settings.web_bind in ("127.0.0.1", "localhost") else {}),
 )
@@ -160,9 +159,6 @@ writers = Writers(
     send_stats=topics.send_stats,
 )
 
-#: The per-key rate limit at ingest (``app.ingest.limits``); None: off.
-limiter = RateLimiter(settings.rate_limit, settings.burst) if settings.rate_limit else None
-
 #: The last 15 minutes for the operator page, kept where the cluster-wide tables live
 #: (``tables/lag.py``: a sample per lag round; ``tables/throughput.py``: one a second).
 lag_history = Ring(settings.lag_interval)
@@ -173,6 +169,8 @@ monitor = LagMonitor(app, topics, settings, broker)
 
 for service in (shards, writers, monitor):
     app.add_service(service)
+
+probes.register(app, monitor, shards, settings.lag_interval)
 
 
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal type is narrow

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from app.ingest.keys import ApiKey, parse_all
-from app.model.events import MAX_ITEMS
+from app.model.events import MAX_ITEMS, MAX_RECORD_BYTES
 
 PREFIX = "ROWSTREAM_"
 SASL_MECHANISMS = ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -209,10 +209,32 @@ class Settings(BaseModel):
         le=600,
         description="ROWSTREAM_RETRY_MAX: longest backoff between shard retries (s)",
     )
-    web_port: int = Field(6066, ge=1, le=65535, description="ROWSTREAM_WEB_PORT: HTTP port")
+    web_port: int = Field(
+        6066, ge=1, le=65535, description="ROWSTREAM_WEB_PORT: the worker's web view port"
+    )
     web_bind: str = Field(
         "127.0.0.1",
         description="ROWSTREAM_WEB_BIND: HTTP bind address (0.0.0.0 to serve others)",
+    )
+    ingest_port: int = Field(
+        6067, ge=1, le=65535, description="ROWSTREAM_INGEST_PORT: HTTP port of the ingest tier"
+    )
+    ingest_bind: str = Field(
+        "127.0.0.1",
+        description="ROWSTREAM_INGEST_BIND: the ingest tier's bind address (0.0.0.0: all)",
+    )
+    ingest_linger: float = Field(
+        0.002,
+        gt=0,
+        le=1,
+        description="ROWSTREAM_INGEST_LINGER: seconds the ingest tier gathers records into one "
+        "produce request",
+    )
+    ingest_buffer: int = Field(
+        64 * 1024 * 1024,
+        ge=MAX_RECORD_BYTES,
+        description="ROWSTREAM_INGEST_BUFFER: bytes of updates an ingest process holds "
+        "unacknowledged (beyond: 503)",
     )
     log_level: str = Field("info", description="ROWSTREAM_LOG_LEVEL: debug, info, warning, error")
     produce_timeout: float = Field(
@@ -230,7 +252,8 @@ class Settings(BaseModel):
     rate_limit: float = Field(
         0.0,
         ge=0,
-        description="ROWSTREAM_RATE_LIMIT: updates/s a key may send to one worker; 0: no limit",
+        description="ROWSTREAM_RATE_LIMIT: updates/s a key may send to one ingest process; "
+        "0: no limit",
     )
     rate_burst: int = Field(
         0,

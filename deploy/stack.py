@@ -2,8 +2,9 @@
 
 Starts a Kafka-API broker and a Postgres server with one database per shard (unless
 ROWSTREAM_BROKER / ROWSTREAM_SHARDS point at real ones), creates the topics, starts one worker
-with its web view, prints where to reach it, and stops everything it started on Ctrl-C.
-Every ROWSTREAM_* setting in the environment is passed to the worker. State: ``.local/``.
+(its web view: the operator's pages) and one ingest process (the HTTP API), each with the
+Procfile's command, prints where to reach them, and stops everything it started on Ctrl-C.
+Every ROWSTREAM_* setting in the environment is passed to both. State: ``.local/``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -48,6 +50,19 @@ FAUST_LEVELS = {
 
 def faust(*args: str) -> list[str]:
     return [sys.executable, "-m", "faust", "-A", "app", *args]
+
+
+def procfile_command(process_type: str) -> list[str]:
+    """The Procfile's command for ``process_type`` (``web``, ``worker``), run with this
+    Python: the same command a platform that reads the Procfile runs."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and name.strip() == process_type:
+            words = shlex.split(command)
+            if words and words[0] == "faust":
+                words = [sys.executable, "-m", "faust", *words[1:]]
+            return words
+    raise StackError(f"the Procfile has no {process_type}: line")
 
 
 class Worker:
@@ -89,6 +104,58 @@ class Worker:
         )
         if self.process.poll() is not None:
             raise StackError(f"the worker exited at start; see {self.log_path}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process:
+            stop_child(self.process, timeout)
+        if self.pid_file:
+            with contextlib.suppress(FileNotFoundError):
+                self.pid_file.unlink()
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class Ingest:
+    """The ingest tier (the Procfile's ``web:`` command) as a child process: ``processes`` of
+    its processes on ``port``."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        port: int,
+        log_path: Path,
+        processes: int = 1,
+        pid_file: Path | None = None,
+    ):
+        self.env = {**env, "ROWSTREAM_INGEST_PORT": str(port)}
+        self.port, self.log_path, self.processes = port, log_path, processes
+        self.pid_file = pid_file
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait: float = 60.0) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(
+                [*procfile_command("web"), "--processes", str(self.processes)],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        if self.pid_file:
+            self.pid_file.write_text(str(self.process.pid))
+        wait_until(
+            lambda: port_open(self.port) or self.process.poll() is not None,
+            wait,
+            f"the ingest tier on port {self.port}",
+        )
+        if self.process.poll() is not None:
+            raise StackError(f"the ingest tier exited at start; see {self.log_path}")
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process:
@@ -149,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
         # Services a crashed run left behind go first, so that their ports are free again.
         worker_pid = STATE / f"worker-{settings.web_port}.pid"
         stop_stale(worker_pid, "faust", "worker")
+        ingest_pid = STATE / f"ingest-{settings.ingest_port}.pid"
+        stop_stale(ingest_pid, "app.ingest", "ingest tier")
         stop_stale(STATE / "broker" / "broker.pid", "tansu", "broker")
         if "broker" not in given:
             broker = Broker(STATE / "broker", free_port(DEFAULT_BROKER_PORT))
@@ -172,11 +241,15 @@ def run(args: argparse.Namespace) -> int:
                 env["ROWSTREAM_PARTITIONS"] = str(args.shards * 12)
         if "api_keys" not in given:
             env["ROWSTREAM_API_KEYS"] = "dev-" + secrets.token_urlsafe(18)
-        if port_open(settings.web_port):
-            raise StackError(
-                f"port {settings.web_port} is taken: stop what listens there or set "
-                f"ROWSTREAM_WEB_PORT to a free port"
-            )
+        for port, variable in (
+            (settings.web_port, "ROWSTREAM_WEB_PORT"),
+            (settings.ingest_port, "ROWSTREAM_INGEST_PORT"),
+        ):
+            if port_open(port):
+                raise StackError(
+                    f"port {port} is taken: stop what listens there or set {variable} to a free "
+                    f"port"
+                )
         log.info("creating topics")
         create_topics(env)
         worker = Worker(
@@ -189,11 +262,24 @@ def run(args: argparse.Namespace) -> int:
         log.info("starting the worker (log: %s)", worker.log_path)
         worker.start()
         started.append(worker)
-        _banner(settings.web_port, env)
-        while worker.process is not None and worker.process.poll() is None:
+        ingest = Ingest(
+            env, settings.ingest_port, STATE / f"ingest-{settings.ingest_port}.log", 1, ingest_pid
+        )
+        log.info("starting the ingest tier (log: %s)", ingest.log_path)
+        ingest.start()
+        started.append(ingest)
+        _banner(settings.web_port, settings.ingest_port, env)
+        while True:
+            for name, child in (("worker", worker), ("ingest tier", ingest)):
+                if child.process is not None and child.process.poll() is not None:
+                    log.error(
+                        "the %s exited (code %s); see %s",
+                        name,
+                        child.process.returncode,
+                        child.log_path,
+                    )
+                    return 1
             time.sleep(0.5)
-        log.error("the worker exited (code %s); see %s", worker.process.returncode, worker.log_path)
-        return 1
     except KeyboardInterrupt:
         print("\nstopping…", file=sys.stderr)
         return 0
@@ -207,13 +293,15 @@ def run(args: argparse.Namespace) -> int:
         log.info("stopped")
 
 
-def _banner(port: int, env: dict[str, str]) -> None:
+def _banner(port: int, ingest_port: int, env: dict[str, str]) -> None:
     key = env["ROWSTREAM_API_KEYS"].split(",")[0]
     base = f"http://127.0.0.1:{port}"
+    api = f"http://127.0.0.1:{ingest_port}"
     print(
         f"""
 rowstream is running.
-  API and web view   {base}/          (Faust's own views: {base}/router/ …)
+  API (ingest tier)  {api}/v1/…   (its description: {api}/openapi.json)
+  worker's web view  {base}/          (Faust's own views: {base}/router/ …)
   per-shard stats    {base}/shards/
   operator page      {base}/ui/   (asks for the API key below)
   broker             {env["ROWSTREAM_BROKER"]}
@@ -223,9 +311,9 @@ rowstream is running.
 Try:
   curl -X PATCH -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
        -d '{{"properties": {{"plan": "pro", "trial": null}}}}' \\
-       {base}/v1/apps/0f8fad5b-d9cb-469f-a165-70867728950e/subscriptions/7c9e6679-7425-40de-944b-e07fc1f90ae7
+       {api}/v1/apps/0f8fad5b-d9cb-469f-a165-70867728950e/subscriptions/7c9e6679-7425-40de-944b-e07fc1f90ae7
   curl -H 'Authorization: Bearer {key}' \\
-       {base}/v1/apps/0f8fad5b-d9cb-469f-a165-70867728950e/subscriptions/7c9e6679-7425-40de-944b-e07fc1f90ae7
+       {api}/v1/apps/0f8fad5b-d9cb-469f-a165-70867728950e/subscriptions/7c9e6679-7425-40de-944b-e07fc1f90ae7
   curl -H 'Authorization: Bearer {key}' '{base}/lag/?format=text'     (web views need the key too)
 
 Ctrl-C stops everything.

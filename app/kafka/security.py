@@ -1,13 +1,15 @@
 """How rowstream reaches the broker: its address and its security (TLS, SASL), built once from the
 settings (``ROWSTREAM_BROKER*``) for every Kafka connection — the worker's consumer and producer
 (Faust's ``broker_credentials``), the side consumers of the lag monitor, the group's offsets and
-the CLI's reader, ``create-topics`` and ``dlq redrive``.
+the CLI's reader, ``create-topics``, ``dlq redrive`` and the ingest tier's producer.
 
-The aiokafka options come from Faust's own ``credentials_to_aiokafka_auth``, so that a side
-consumer logs in exactly as the worker does. ``check_access`` is the worker's first step: a
-certificate the worker does not trust, a wrong hostname or a refused login stop it with one line
-(``BrokerRefused``) instead of a traceback, and so does a broker that does not answer at all;
-``refusal`` words such a failure met later (the lag monitor's rounds, the CLI).
+``Broker.auth`` holds aiokafka's security options; ``Broker.credentials`` is the same in Faust's
+form, which Faust's own ``credentials_to_aiokafka_auth`` turns into exactly ``auth`` again
+(``tests/unit/test_security.py``), so every connection logs in as the worker does. This module
+imports no Faust: the ingest tier uses it without loading the framework. ``check_access`` is a
+process's first step: a certificate it does not trust, a wrong hostname or a refused login stop
+it with one line (``BrokerRefused``) instead of a traceback, and so does a broker that does not
+answer at all; ``refusal`` words such a failure met later (the lag monitor's rounds, the CLI).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import asyncio
 import contextlib
 import ssl
 import traceback
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import (
@@ -27,9 +30,6 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
 )
-from faust.auth import SASLCredentials, SSLCredentials
-from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-from faust.types.auth import CredentialsT
 
 from app.settings import Settings
 
@@ -44,53 +44,72 @@ def bootstrap_servers(broker_url: str) -> str:
     return ",".join(hosts)
 
 
-class Broker(NamedTuple):
+@dataclass(frozen=True)
+class Broker:
     url: str  # Faust's form, kafka://h1:9092;h2:9092
-    credentials: CredentialsT | None  # None: plain TCP, no login
+    #: aiokafka's security options (``security_protocol``, ``ssl_context``, ``sasl_*``); kept
+    #: out of ``repr``: it may hold the password.
+    auth: dict[str, Any] = field(
+        default_factory=lambda: {"security_protocol": "PLAINTEXT"}, repr=False
+    )
 
     @property
     def mechanism(self) -> str:
         """The SASL mechanism, "" without SASL."""
-        if isinstance(self.credentials, SASLCredentials):
-            return self.credentials.mechanism.value
-        return ""
+        return str(self.auth.get("sasl_mechanism", ""))
+
+    @property
+    def username(self) -> str:
+        return str(self.auth.get("sasl_plain_username", ""))
 
     @property
     def tls(self) -> bool:
-        return isinstance(self.credentials, SSLCredentials) or (
-            isinstance(self.credentials, SASLCredentials)
-            and self.credentials.ssl_context is not None
-        )
+        return self.auth.get("ssl_context") is not None
 
     def client_options(self) -> dict[str, Any]:
         """What an aiokafka client needs to reach and log in to the broker."""
-        return {
-            "bootstrap_servers": bootstrap_servers(self.url),
-            **credentials_to_aiokafka_auth(self.credentials),
-        }
+        return {"bootstrap_servers": bootstrap_servers(self.url), **self.auth}
+
+    @property
+    def credentials(self) -> Any:
+        """The same security in Faust's form (the worker's ``broker_credentials``; None: plain
+        TCP). Faust is imported here, not at the top: only the worker asks for this."""
+        from faust.auth import SASLCredentials, SSLCredentials
+
+        if self.mechanism:
+            return SASLCredentials(
+                username=self.username,
+                password=self.auth["sasl_plain_password"],
+                ssl_context=self.auth["ssl_context"],
+                mechanism=self.mechanism,
+            )
+        if self.tls:
+            return SSLCredentials(self.auth["ssl_context"])
+        return None
 
     def describe(self) -> str:
         """For messages: where and how, never the password."""
         how = ["TLS" if self.tls else "plain TCP"]
         if self.mechanism:
-            username = getattr(self.credentials, "username", "")
-            how.append(f"SASL {self.mechanism} as {username!r}")
+            how.append(f"SASL {self.mechanism} as {self.username!r}")
         return f"{self.url} ({', '.join(how)})"
 
 
 def broker_of(settings: Settings) -> Broker:
     context = settings.broker_ssl_context
-    credentials: CredentialsT | None = None
     if settings.broker_sasl_mechanism:
-        credentials = SASLCredentials(
-            username=settings.broker_sasl_username,
-            password=settings.broker_password,
-            ssl_context=context,
-            mechanism=settings.broker_sasl_mechanism,
-        )
+        auth = {
+            "security_protocol": "SASL_SSL" if context is not None else "SASL_PLAINTEXT",
+            "sasl_mechanism": settings.broker_sasl_mechanism,
+            "sasl_plain_username": settings.broker_sasl_username,
+            "sasl_plain_password": settings.broker_password,
+            "ssl_context": context,
+        }
     elif context is not None:
-        credentials = SSLCredentials(context)
-    return Broker(settings.broker, credentials)
+        auth = {"security_protocol": "SSL", "ssl_context": context}
+    else:
+        auth = {"security_protocol": "PLAINTEXT"}
+    return Broker(settings.broker, auth)
 
 
 class BrokerRefused(Exception):
@@ -132,11 +151,10 @@ def broker_failed(exc: BaseException) -> bool:
 def refusal(exc: BaseException, broker: Broker) -> str | None:
     """One line for a failure that is the broker refusing these credentials, else None."""
     if isinstance(exc, _LOGIN_ERRORS) or _scram_refused(exc):
-        username = getattr(broker.credentials, "username", "")
         reason = f": {exc}" if isinstance(exc, _LOGIN_ERRORS) and str(exc) else ""
         return (
             f"the broker at {broker.url} refused the SASL {broker.mechanism or '(none)'} login "
-            f"of user {username!r}{reason} (check the user, its password and the mechanism)"
+            f"of user {broker.username!r}{reason} (check the user, its password and the mechanism)"
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"the broker at {broker.url} failed the TLS check: {exc.verify_message}"

@@ -13,6 +13,7 @@ from typing import Any
 import faust
 import orjson
 
+from app.kafka.names import DEAD_LETTERS, INTERNAL, LAG, SHARD_STATS, UPDATES
 from app.model.deadletter import DeadLetter
 from app.model.events import UPDATES_HEADER
 from app.observe import metrics
@@ -38,14 +39,6 @@ class RawSchema(faust.Schema):
             return create_event(message.key, message.value, message.headers, message)
 
         return decode
-
-
-# The topics' names before the deployment's prefix (``ROWSTREAM_TOPIC_PREFIX``): a wire contract.
-UPDATES = "subscription-updates"
-INTERNAL = "rowstream-by-subscription"
-DEAD_LETTERS = "rowstream-dead-letters"
-SHARD_STATS = "rowstream-shard-stats"
-LAG = "rowstream-lag"
 
 
 class Topics:

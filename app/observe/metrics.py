@@ -1,12 +1,27 @@
 """Every Prometheus metric of rowstream, defined once (names are a contract: docs/operating.md).
 
-Served at ``GET /metrics`` on every worker. Lag gauges cover the partitions this worker owns;
-sum or max them across workers (each partition has exactly one owner at a time).
+Served at ``GET /metrics`` on every worker (``REGISTRY``) and on the ingest tier
+(``ingest_exposition``: the ``rowstream_ingest_*`` metrics). Lag gauges cover the partitions this
+worker owns; sum or max them across workers (each partition has exactly one owner at a time).
+
+The ingest tier runs several processes on one port, so its counters live in prometheus_client's
+multiprocess mode (memory-mapped files in ``PROMETHEUS_MULTIPROC_DIR``, which the tier sets
+before this module is imported): any of its processes answers ``/metrics`` with the sums of all.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 
 disable_created_metrics()  # no `*_created` series: they double the output and nobody graphs them
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -104,3 +119,25 @@ FORWARD_FAILURES = Counter(
     "timed out); their partition is read again from the first of them.",
     registry=REGISTRY,
 )
+
+
+INGEST_PREFIX = "rowstream_ingest_"
+
+
+class _IngestOnly:
+    """The multiprocess collector's families of the ingest tier (the files also hold the
+    worker's unlabeled metrics, created at import and never used by the tier)."""
+
+    def __init__(self, path: str) -> None:
+        self._all = MultiProcessCollector(None, path)
+
+    def collect(self) -> Any:
+        return (f for f in self._all.collect() if f.name.startswith(INGEST_PREFIX))
+
+
+def ingest_exposition(path: str) -> bytes:
+    """The ingest tier's metrics in the text format, summed over its processes' files in
+    ``path`` (its PROMETHEUS_MULTIPROC_DIR)."""
+    registry = CollectorRegistry()
+    registry.register(_IngestOnly(path))
+    return generate_latest(registry)

@@ -6,7 +6,9 @@
 * ``traffic``: who floods whom: top apps and rows by events over a time range;
 * ``lag``: the cluster's ``/lag/`` table in the terminal;
 * ``dlq redrive``: put dead-lettered events back on the update topic once the cause is fixed;
-* ``hash-key``: the ``ROWSTREAM_API_KEYS`` entry that accepts a key without holding it.
+* ``hash-key``: the ``ROWSTREAM_API_KEYS`` entry that accepts a key without holding it;
+* ``ingest``: the ingest tier (the HTTP API), which replaces this process with
+  ``python -m app.ingest`` so that none of Faust stays loaded in it.
 
 None of them joins the consumer group or commits offsets: inspecting never moves the pipeline.
 """
@@ -24,11 +26,11 @@ import aiohttp
 import click
 import orjson
 from aiokafka import AIOKafkaProducer
-from faust.cli import argument, option
+from faust.cli import AppCommand, argument, option
 
 from app.ingest import auth, keys
+from app.kafka.names import DEAD_LETTERS, INTERNAL, UPDATES
 from app.kafka.topic_setup import TopicError, ensure_topics
-from app.kafka.topics import DEAD_LETTERS, INTERNAL, UPDATES
 from app.main import app, broker, layout, settings, topics
 from app.model import events
 from app.ops.inspection import Filter, Seen, parse_time, top_talkers, unbatch
@@ -350,3 +352,28 @@ async def hash_key(self: Any, name: str | None) -> None:
     if not key or "," in key:
         raise self.UsageError("give the key on standard input: one line, no comma")
     print(keys.hashed_entry(key, name))
+
+
+class _Replaces(AppCommand):
+    """A command that replaces the process at once: no Faust worker is started for it."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run(*self.args, *args, **{**self.kwargs, **kwargs})
+
+
+@app.command(
+    option("--processes", type=int, help="processes serving the port (default: the cores)"),
+    option("--bind", help="address to listen on (default: ROWSTREAM_INGEST_BIND)"),
+    option("--port", type=int, help="port (default: ROWSTREAM_INGEST_PORT)"),
+    base=_Replaces,
+)
+def ingest(self: Any, processes: int | None, bind: str | None, port: int | None) -> None:
+    """Serve the HTTP API (writes, the row read, /openapi.json, probes, /metrics): the ingest
+    tier, its own process type (the Procfile's web:). `python -m app.ingest --help` says more."""
+    argv = [sys.executable, "-m", "app.ingest"]
+    for name, value in (("--processes", processes), ("--bind", bind), ("--port", port)):
+        if value is not None:
+            argv += [name, str(value)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)

@@ -151,23 +151,6 @@ class Shards(Service):
                     raise Rejected(f"{exc.pgcode}: {str(exc).strip()}") from exc
                 raise
 
-    async def fetch(self, shard: int, app_id: str, subscription_id: str) -> dict | None:
-        statement, params = sql.select_row(app_id, subscription_id)
-        pool = await self._pool(shard)
-        async with pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(statement, params)
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        app, subscription, properties, version, updated_at = row
-        return {
-            "app_id": app,
-            "subscription_id": subscription,
-            "properties": properties,
-            "version": version,
-            "updated_at": updated_at.isoformat(),
-        }
-
     async def ping(self, shard: int) -> None:
         pool = await self._pool(shard)
         async with pool.acquire() as conn, conn.cursor() as cur:

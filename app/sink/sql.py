@@ -63,3 +63,15 @@ def upsert(patches: Sequence[Patch]) -> tuple[str, dict[str, str]]:
 
 def select_row(app_id: str, subscription_id: str) -> tuple[str, dict[str, str]]:
     return SELECT_ROW, {"app_id": app_id, "subscription_id": subscription_id}
+
+
+def row_of(selected: Sequence) -> dict:
+    """A row selected by ``SELECT_ROW``, as the API shows it."""
+    app_id, subscription_id, properties, version, updated_at = selected
+    return {
+        "app_id": app_id,
+        "subscription_id": subscription_id,
+        "properties": properties,
+        "version": version,
+        "updated_at": updated_at.isoformat(),
+    }

@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg2
 from aiokafka import AIOKafkaProducer
 
 from app.kafka.security import bootstrap_servers
@@ -41,7 +43,8 @@ from app.model import events
 from app.settings import Settings
 from deploy.local import Broker, Postgres, free_port
 from deploy.stack import ROOT, Worker
-from tests.support.helpers import AUTH, Pipeline, rss_bytes
+from tests.bench.wrkload import run_wrk
+from tests.support.helpers import AUTH, KEY, Pipeline, rss_bytes
 
 SHARDS = 2
 APPS = 100
@@ -257,98 +260,94 @@ class Bench:
                 worker.stop()
 
     async def ingest(self) -> dict[str, Any]:
-        """The API alone on 1 worker: single PATCHes, then 1,000-update POSTs, from 32 clients."""
+        """The ingest tier as a new user runs it (the Procfile's ``web:`` command, one process),
+        one worker applying behind it; wrk with 64 connections: single PATCHes (every request a
+        new row), then POSTs of 100 and of 1,000 updates. Afterwards every accepted update must
+        be in its shard."""
+        pipeline = self.pipeline(self.args.partitions)
+        pipeline.start_worker()
+        try:
+            started = time.monotonic()
+            ingest = pipeline.start_ingest()
+            first_202 = await first_accepted(ingest.port) - started
+            assert ingest.process is not None and self.broker.process is not None
+            pids = [ingest.process.pid, self.broker.process.pid]
+            url = f"http://127.0.0.1:{ingest.port}"
+            result: dict[str, Any] = {"start_to_first_202_s": round(first_202, 2)}
+            for name, script, updates in (
+                ("patch", "patch.lua", 1),
+                ("post100", "post.lua", 100),
+                ("post1000", "post.lua", 1000),
+            ):
+                before = [process_cpu(pid) for pid in pids]
+                ran = await asyncio.to_thread(
+                    run_wrk, url, script, self.args.ingest_seconds, 64,
+                    {"ROWSTREAM_BENCH_KEY": KEY, "ROWSTREAM_BENCH_UPDATES": str(updates)},
+                )  # fmt: skip
+                ingest_cpu, broker_cpu = (process_cpu(pid) - b for pid, b in zip(pids, before))
+                accepted = max(1, ran.accepted)
+                result[name] = {
+                    "requests_per_s": round(ran.accepted_per_s),
+                    "updates_per_s": round(ran.accepted_per_s * updates),
+                    "p50_ms": ran.p50_ms,
+                    "p99_ms": ran.p99_ms,
+                    "failed": ran.failed,
+                    "ingest_cpu_us_per_request": round(ingest_cpu / accepted * 1e6, 1),
+                    "ingest_cpu_us_per_update": round(ingest_cpu / accepted / updates * 1e6, 2),
+                    "broker_cpu_us_per_request": round(broker_cpu / accepted * 1e6, 1),
+                    "accepted": ran.accepted * updates,
+                }
+            result["ingest_rss_mb"] = round(rss_bytes(ingest.process.pid) / 2**20, 1)
+            result.update(await all_applied(pipeline, ingest.port, self.args.timeout))
+            return result
+        finally:
+            pipeline.stop_all()
+
+    async def http(self) -> dict[str, Any]:
+        """End to end: wrk sends single PATCHes (every request a new row) to 1 ingest process
+        at full speed while 1 worker applies them; the worker's time lag sampled meanwhile;
+        then every accepted update must be applied."""
         pipeline = self.pipeline(self.args.partitions)
         worker = pipeline.start_worker()
         try:
-            base = f"http://127.0.0.1:{worker.web_port}"
-            apps = [str(uuid.uuid4()) for _ in range(APPS)]
-            pid = [worker.process.pid] if worker.process else []
-            before = self.cpu(pid)["worker"]
-            singles = await load([base], self.args.ingest_seconds, single_patch(apps), 1)
-            middle = self.cpu(pid)["worker"]
-            batch = json.dumps(
-                [
-                    {
-                        "app_id": apps[i % APPS],
-                        "subscription_id": str(uuid.UUID(int=i + 1, version=4)),
-                        "properties": {"n": i},
-                    }
-                    for i in range(1000)
-                ]
-            ).encode()
-            batches = await load(
-                [base], self.args.ingest_seconds, lambda n: ("POST", "/v1/updates", batch), 1000
-            )
-            after = self.cpu(pid)["worker"]
-            return {
-                "single_requests_per_s": singles["requests_per_s"],
-                "single_p99_ms": singles["p99_ms"],
-                "single_worker_cpu_us": round(
-                    (middle - before) / max(1, singles["accepted"]) * 1e6, 1
-                ),
-                "batch_events_per_s": batches["events_per_s"],
-                "batch_p99_ms": batches["p99_ms"],
-                "batch_worker_cpu_us_per_update": round(
-                    (after - middle) / max(1, batches["accepted"] * 1000) * 1e6, 2
-                ),
-            }
-        finally:
-            worker.stop()
-
-    async def http(self) -> dict[str, Any]:
-        """End to end over HTTP, 2 workers: 32 clients send single-update PATCHes to both as fast
-        as they are accepted; updates applied per second and the time lag while it runs."""
-        pipeline = self.pipeline(self.args.partitions)
-        workers = [pipeline.start_worker() for _ in range(2)]
-        try:
-            bases = [f"http://127.0.0.1:{w.web_port}" for w in workers]
-            apps = [str(uuid.uuid4()) for _ in range(APPS)]
+            ingest = pipeline.start_ingest()
+            await first_accepted(ingest.port)
             lags: list[float] = []
             stop = asyncio.Event()
 
             async def sample_lag() -> None:
                 async with aiohttp.ClientSession(headers=AUTH) as session:
                     while not stop.is_set():
-                        async with session.get(f"{bases[0]}/lag/") as response:
+                        async with session.get(
+                            f"http://127.0.0.1:{worker.web_port}/lag/"
+                        ) as response:
                             if response.status == 200:
                                 parts = (await response.json())["partitions"]
                                 lags.append(max((p["time_lag_seconds"] for p in parts), default=0))
                         await asyncio.sleep(0.5)
 
-            async def all_owned() -> bool:  # both workers joined and own their partitions
-                async with aiohttp.ClientSession(headers=AUTH) as session:
-                    async with session.get(f"{bases[0]}/lag/") as response:
-                        if response.status != 200:
-                            return False
-                        parts = (await response.json())["partitions"]
-                return len(parts) == 2 * pipeline.partitions and len(
-                    {p["owner"] for p in parts}
-                ) == len(workers)
-
-            deadline = time.monotonic() + 90
-            while not await all_owned():
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the workers did not share the partitions within 90 s")
-                await asyncio.sleep(0.5)
-            start_applied = await applied(workers)
             sampler = asyncio.create_task(sample_lag())
             started = time.monotonic()
-            sent = await load(bases, self.args.ingest_seconds, single_patch(apps), 1)
-            elapsed = time.monotonic() - started
-            applied_during = await applied(workers) - start_applied
+            ran = await asyncio.to_thread(
+                run_wrk, f"http://127.0.0.1:{ingest.port}", "patch.lua",
+                self.args.e2e_seconds, 64, {"ROWSTREAM_BENCH_KEY": KEY},
+            )  # fmt: skip
+            sent = time.monotonic()
+            applied = await all_applied(pipeline, ingest.port, self.args.timeout)
             stop.set()
             await sampler
             lags.sort()
             return {
-                "accepted_requests_per_s": sent["requests_per_s"],
-                "applied_updates_per_s": round(applied_during / elapsed),
+                "accepted_requests_per_s": round(ran.accepted_per_s),
+                "request_p99_ms": ran.p99_ms,
+                "applied_updates_per_s": round(applied["rows"] / (time.monotonic() - started)),
+                "drained_s_after_load": round(time.monotonic() - sent, 1),
                 "time_lag_p99_s": lags[int(0.99 * (len(lags) - 1))] if lags else None,
-                "request_p99_ms": sent["p99_ms"],
+                "time_lag_max_s": lags[-1] if lags else None,
+                **applied,
             }
         finally:
-            for worker in workers:
-                worker.stop()
+            pipeline.stop_all()
 
     async def burst(self) -> dict[str, Any]:
         """Steady load, a burst, steady again (produced straight to the update topic at the given
@@ -507,47 +506,51 @@ def chart(
     plt.close(figure)
 
 
-def single_patch(apps: list[str]) -> Any:
-    """Request ``n``: one update of its own row, spread over the apps."""
-    body = json.dumps({"properties": {"plan": "pro", "n": 1}}).encode()
-    return lambda n: (
-        "PATCH",
-        f"/v1/apps/{apps[n % APPS]}/subscriptions/{uuid.UUID(int=n + 1, version=4)}",
-        body,
-    )
-
-
-async def load(
-    bases: list[str], seconds: float, request, events_per_request: int, concurrency: int = 32
-) -> dict[str, Any]:
-    """``concurrency`` clients (spread over ``bases``) sending ``request(n)`` (method, path, JSON
-    bytes, encoded once: the load client shares the cores) for ``seconds``; only 202s count."""
-    latencies: list[float] = []
-    counter = iter(range(10**9))
-    deadline = time.monotonic() + seconds
-    headers = {**AUTH, "Content-Type": "application/json"}
-
-    async def client(session: aiohttp.ClientSession, base: str) -> None:
+async def first_accepted(port: int, timeout: float = 30.0) -> float:
+    """When (``time.monotonic()``) the ingest tier on ``port`` first answered a PATCH with 202."""
+    row = f"/v1/apps/{uuid.uuid4()}/subscriptions/{uuid.uuid4()}"
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=AUTH) as session:
         while time.monotonic() < deadline:
-            method, path, body = request(next(counter))
-            sent = time.monotonic()
-            async with session.request(method, base + path, data=body, headers=headers) as response:
-                await response.read()
-                if response.status == 202:
-                    latencies.append(time.monotonic() - sent)
+            try:
+                async with session.patch(row, json={"properties": {"first": 1}}) as response:
+                    if response.status == 202:
+                        return time.monotonic()
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.02)
+    raise RuntimeError(f"the ingest tier did not accept a PATCH within {timeout:.0f} s")
 
-    started = time.monotonic()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        await asyncio.gather(*(client(session, bases[n % len(bases)]) for n in range(concurrency)))
-    elapsed = time.monotonic() - started
-    latencies.sort()
-    p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1000 if latencies else 0.0
-    return {
-        "requests_per_s": round(len(latencies) / elapsed),
-        "accepted": len(latencies),
-        "events_per_s": round(len(latencies) * events_per_request / elapsed),
-        "p99_ms": round(p99, 1),
-    }
+
+async def all_applied(pipeline: Pipeline, port: int, timeout: float) -> dict[str, Any]:
+    """Wait until the shards hold a row for every update the ingest tier accepted (its
+    ``rowstream_ingest_events_total``: every update of the bench writes a new row)."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+    found = re.search(r"^rowstream_ingest_events_total (\S+)$", text, re.M)
+    events = int(float(found.group(1))) if found else 0
+    deadline = time.monotonic() + timeout
+    rows = count_rows(pipeline)
+    while rows < events and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        rows = count_rows(pipeline)
+    return {"ingest_events": events, "rows": rows, "all_applied": rows == events}
+
+
+def count_rows(pipeline: Pipeline) -> int:
+    total = 0
+    for dsn in pipeline.dsns:
+        conn = psycopg2.connect(dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT to_regclass('subscriptions') IS NOT NULL")
+                if cur.fetchone()[0]:
+                    cur.execute("SELECT count(*) FROM subscriptions")
+                    total += cur.fetchone()[0]
+        finally:
+            conn.close()
+    return total
 
 
 async def applied(workers: list[Worker]) -> int:
@@ -620,8 +623,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "uniform2": ("uniform, 2 workers", lambda: bench.rowstream(uniform, 2)),
             "hot1": ("hot row (half on one row), 1 worker", lambda: bench.rowstream(hot, 1)),
             "hot": ("hot row (half on one row), 2 workers", lambda: bench.rowstream(hot, 2)),
-            "ingest": ("ingest, 1 worker", bench.ingest),
-            "http": ("end to end over HTTP, 2 workers", bench.http),
+            "ingest": ("ingest, 1 process", bench.ingest),
+            "http": ("end to end over HTTP, 1 ingest + 1 worker", bench.http),
             "footprint": ("footprint, 1 worker", bench.footprint),
             "burst": ("burst, 2 workers", bench.burst),
         }
@@ -657,25 +660,31 @@ def table(results: dict[str, Any]) -> str:
             f"{name:<40} {figures['events_per_s']:>10,} {ratio} "
             f"{figures.get('first_row_to_final_per_s', 0):>10,} {cpu:>38}  {notes}"
         )
-    if "ingest, 1 worker" in results:
-        ingest = results["ingest, 1 worker"]
+    if "ingest, 1 process" in results:
+        ingest = results["ingest, 1 process"]
+        for name, label in (("patch", "single PATCH"), ("post100", "POST of 100"),
+                            ("post1000", "POST of 1,000")):  # fmt: skip
+            case = ingest[name]
+            lines.append(
+                f"{'ingest: ' + label:<40} {case['requests_per_s']:>10,} {'':>11}  requests/s "
+                f"({case['updates_per_s']:,} updates/s), p50 {case['p50_ms']} / p99 "
+                f"{case['p99_ms']} ms; CPU µs per request: ingest "
+                f"{case['ingest_cpu_us_per_request']}, broker {case['broker_cpu_us_per_request']}"
+                f" (ingest {case['ingest_cpu_us_per_update']} per update)"
+            )
         lines.append(
-            f"{'ingest: single PATCH':<40} {ingest['single_requests_per_s']:>10,} "
-            f"{'':>11}  requests/s, p99 {ingest['single_p99_ms']} ms, worker "
-            f"{ingest['single_worker_cpu_us']} µs per request"
+            f"{'ingest: start, memory, applied':<40} {'':>10} {'':>11}  first 202 "
+            f"{ingest['start_to_first_202_s']} s after start; RSS {ingest['ingest_rss_mb']} MB; "
+            f"{ingest['rows']:,} of {ingest['ingest_events']:,} accepted updates in their shards"
         )
+    if "end to end over HTTP, 1 ingest + 1 worker" in results:
+        http = results["end to end over HTTP, 1 ingest + 1 worker"]
         lines.append(
-            f"{'ingest: 1,000-update POST':<40} {ingest['batch_events_per_s']:>10,} "
-            f"{'':>11}  updates/s, p99 {ingest['batch_p99_ms']} ms, worker "
-            f"{ingest['batch_worker_cpu_us_per_update']} µs per update"
-        )
-    if "end to end over HTTP, 2 workers" in results:
-        http = results["end to end over HTTP, 2 workers"]
-        lines.append(
-            f"{'end to end over HTTP (PATCH), 2 workers':<40} "
+            f"{'end to end over HTTP (PATCH)':<40} "
             f"{http['accepted_requests_per_s']:>10,} {'':>11}  requests/s accepted, "
             f"{http['applied_updates_per_s']:,} updates/s applied, time lag p99 "
-            f"{http['time_lag_p99_s']} s, request p99 {http['request_p99_ms']} ms"
+            f"{http['time_lag_p99_s']} s (max {http['time_lag_max_s']} s), request p99 "
+            f"{http['request_p99_ms']} ms; {http['rows']:,} of {http['ingest_events']:,} applied"
         )
     if "footprint, 1 worker" in results:
         foot = results["footprint, 1 worker"]
@@ -701,7 +710,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=100_000, help="rows they are spread over")
     parser.add_argument("--partitions", type=int, default=24, help="partitions per topic")
     parser.add_argument("--footprint-partitions", type=int, default=720)
-    parser.add_argument("--ingest-seconds", type=float, default=10.0)
+    parser.add_argument("--ingest-seconds", type=float, default=20.0, help="each wrk run")
+    parser.add_argument("--e2e-seconds", type=float, default=60.0, help="the end-to-end run")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to let a worker settle")
     parser.add_argument("--timeout", type=float, default=600.0, help="longest wait for one case")
     parser.add_argument(
@@ -736,6 +746,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.quick:
         args.events, args.rows, args.ingest_seconds, args.settle = 3_000, 1_000, 2.0, 2.0
+        args.e2e_seconds = 3.0
         args.footprint_partitions, args.partitions, args.timeout = 48, 8, 120.0
         args.burst_steady_rate, args.burst_rate, args.burst_seconds = 200, 2_000, 3.0
         args.burst_steady_seconds = 3.0

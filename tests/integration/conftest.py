@@ -65,8 +65,8 @@ def pipeline_factory(stack, tmp_path, request):
     for pipeline in made:
         pipeline.stop_all()
         if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-            for worker in pipeline.workers:
-                print(f"--- {worker.log_path} (tail) ---\n{pipeline.log_tail(worker)}")
+            for process in [*pipeline.workers, *pipeline.ingests]:
+                print(f"--- {process.log_path} (tail) ---\n{pipeline.log_tail(process)}")
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

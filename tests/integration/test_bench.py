@@ -27,10 +27,14 @@ def test_bench_quick_run_reports_every_case(tmp_path):
     ):
         assert results[case]["drained"], (case, results[case])
         assert results[case]["events_per_s"] > 0, (case, results[case])
-    assert results["ingest, 1 worker"]["single_requests_per_s"] > 0
-    assert results["ingest, 1 worker"]["batch_events_per_s"] > 0
-    http = results["end to end over HTTP, 2 workers"]
-    assert http["accepted_requests_per_s"] > 0 and http["applied_updates_per_s"] > 0, http
+    ingest = results["ingest, 1 process"]
+    for kind in ("patch", "post100", "post1000"):
+        assert ingest[kind]["requests_per_s"] > 0 and ingest[kind]["failed"] == 0, ingest
+        assert ingest[kind]["ingest_cpu_us_per_request"] >= 0, ingest
+    assert ingest["all_applied"] and ingest["rows"] >= ingest["patch"]["accepted"], ingest
+    assert 0 < ingest["start_to_first_202_s"] < 30 and ingest["ingest_rss_mb"] > 0, ingest
+    http = results["end to end over HTTP, 1 ingest + 1 worker"]
+    assert http["accepted_requests_per_s"] > 0 and http["all_applied"], http
     for case in ("uniform, 1 worker", "uniform, 2 workers"):
         assert results[case]["first_row_to_final_per_s"] > 0, (case, results[case])
         # figured (a tiny run can finish between two samples: no CPU tick to see)

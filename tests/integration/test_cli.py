@@ -44,7 +44,7 @@ async def test_inspect_traffic_lag_and_redrive(pipeline_factory):
     worker = pipeline.start_worker()
     model = Model()
     updates = make_updates([APP, OTHER], rows_per_app=20, total=600, hot_share=300, seed=5)
-    await LoadClient(worker.web_port, model).send(updates, batch=100)
+    await LoadClient(pipeline.start_ingest().port, model).send(updates, batch=100)
 
     # A valid update produced to the wrong partition is dead-lettered as misrouted...
     wrong = next(

@@ -15,7 +15,7 @@ async def test_sigkill_while_writing_loses_and_reorders_nothing(pipeline_factory
     worker = pipeline.start_worker()
     model = Model()
     updates = make_updates(APPS, rows_per_app=100, total=15_000, hot_share=3_000, seed=11)
-    await LoadClient(worker.web_port, model).send(updates, batch=500)
+    await LoadClient(pipeline.start_ingest().port, model).send(updates, batch=500)
 
     async def writing():
         return len(pipeline.rows()) >= 50
@@ -41,6 +41,7 @@ async def test_sigterm_ends_a_worker_with_exit_code_0_while_lag_rounds_run(pipel
     in 3 of 12 benchmark stops). tests/unit/test_lagmonitor.py stops one mid-round for sure."""
     pipeline = pipeline_factory(lag_interval="0.01")
     model = Model()
+    api = pipeline.start_ingest().port
     for attempt in range(3):
         worker = pipeline.start_worker()
 
@@ -51,7 +52,7 @@ async def test_sigterm_ends_a_worker_with_exit_code_0_while_lag_rounds_run(pipel
 
         await eventually(lag_measured, 60, "the lag monitor's first round")
         updates = make_updates(APPS, rows_per_app=20, total=2_000, hot_share=100, seed=attempt)
-        await LoadClient(worker.web_port, model).send(updates, batch=200)
+        await LoadClient(api, model).send(updates, batch=200)
         worker.stop(timeout=30)
         assert worker.process.returncode == 0, (attempt, pipeline.log_tail(worker))
     pipeline.start_worker()

@@ -22,12 +22,13 @@ async def test_every_accepted_update_reaches_its_row_in_order_and_replay_changes
 ):
     pipeline = pipeline_factory()
     worker = pipeline.start_worker()
+    ingest = pipeline.start_ingest()
     model = Model()
     updates = make_updates(APPS, rows_per_app=167, total=TOTAL, hot_share=HOT)
     assert {pipeline.layout.shard_of_app(app) for app in APPS} == {0, 1}
 
     started = time.monotonic()
-    await LoadClient(worker.web_port, model).send(updates, batch=1000, singles=100)
+    await LoadClient(ingest.port, model).send(updates, batch=1000, singles=100)
     sent = time.monotonic() - started
     assert model.accepted == TOTAL
     assert len(model.rows) == 501
@@ -41,7 +42,7 @@ async def test_every_accepted_update_reaches_its_row_in_order_and_replay_changes
 
     hot_row = max(model.rows, key=lambda key: sum(1 for u in updates if (u[0], u[1]) == key))
     async with aiohttp.ClientSession(headers=AUTH) as session:
-        url = f"http://127.0.0.1:{worker.web_port}/v1/apps/{hot_row[0]}/subscriptions/{hot_row[1]}"
+        url = f"http://127.0.0.1:{ingest.port}/v1/apps/{hot_row[0]}/subscriptions/{hot_row[1]}"
         async with session.get(url) as response:
             assert response.status == 200
             body = await response.json()
@@ -99,14 +100,15 @@ async def test_the_largest_update_the_api_accepts_is_applied(pipeline_factory):
     per-partition fetch size (app/main.py): the broker must still hand it over, and the small
     updates behind it on the same partitions must follow."""
     pipeline = pipeline_factory()
-    worker = pipeline.start_worker()
+    pipeline.start_worker()
+    ingest = pipeline.start_ingest()
     app_id, big_row, small_row = (
         APPS[0],
         "00000000-0000-4000-8000-00000000000b",
         "00000000-0000-4000-8000-00000000000c",
     )
     big = {f"key{n:03d}": chr(ord("a") + n % 26) * 4000 for n in range(250)}
-    base = f"http://127.0.0.1:{worker.web_port}/v1/apps/{app_id}/subscriptions"
+    base = f"http://127.0.0.1:{ingest.port}/v1/apps/{app_id}/subscriptions"
     async with aiohttp.ClientSession(headers=AUTH) as session:
         body = {"properties": big}
         assert 900_000 < len(str(body)) < 1024 * 1024

@@ -44,8 +44,9 @@ REQUESTS = int(os.environ.get("FUZZ_REQUESTS", "600"))
 def test_fuzzed_requests_never_get_a_5xx(pipeline_factory, requests):
     # The key configured hashed, rate limits on: both paths are fuzzed too (429 is a 4xx).
     pipeline = pipeline_factory(api_keys=hashed_entry(KEY, "fuzz"), rate_limit="2000")
-    worker = pipeline.start_worker()
-    base = f"http://127.0.0.1:{worker.web_port}"
+    worker = pipeline.start_worker()  # rows to read back
+    ingest = pipeline.start_ingest()
+    base = f"http://127.0.0.1:{ingest.port}"
     schema = schemathesis.openapi.from_dict(openapi.document())
     operations = [result.ok() for result in schema.get_all_operations()]
     per_strategy = requests // (2 * len(operations)) + 1
@@ -76,6 +77,7 @@ def test_fuzzed_requests_never_get_a_5xx(pipeline_factory, requests):
                     seen["2xx"] += 1
 
             exercise()
+    assert ingest.process.poll() is None, "the ingest tier died"
     assert worker.process.poll() is None, "the worker died"
     print(f"\nfuzz: {seen}")
     assert seen["requests"] >= requests

@@ -64,7 +64,7 @@ async def test_lag_metrics_and_the_burst_scenario(pipeline_factory, promtool):
         pipeline.hold_shard(1)
         model = Model()
         updates = make_updates([HELD_APP, FREE_APP], rows_per_app=40, total=1_200, hot_share=200)
-        await LoadClient(port, model).send(updates, batch=100)
+        await LoadClient(pipeline.start_ingest().port, model).send(updates, batch=100)
 
         # The free shard keeps flowing: its rows are applied while shard 1 is held.
         free_rows = {key: value for key, value in model.rows.items() if key[0] == FREE_APP}

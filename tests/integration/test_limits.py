@@ -1,4 +1,4 @@
-"""Per-key rate limits and hashed keys against a live worker: a key flooding far above its
+"""Per-key rate limits and hashed keys against a live ingest process: a key flooding far above its
 limit gets 429 with Retry-After while another key's requests all get 202; every update either
 had accepted is applied, and the metric counts the refusals by the key's name, never the key."""
 
@@ -19,11 +19,12 @@ async def test_a_flooding_key_gets_429_and_another_key_keeps_getting_202(pipelin
         rate_limit="100",
         rate_burst="1000",
     )
-    worker = pipeline.start_worker()
+    pipeline.start_worker()
+    ingest = pipeline.start_ingest()
     model, refused = Model(), []
     flood = make_updates([FLOOD_APP], rows_per_app=50, total=8000, hot_share=100, seed=3)
     calm = make_updates([CALM_APP], rows_per_app=20, total=200, hot_share=10, seed=4)
-    base = f"http://127.0.0.1:{worker.web_port}"
+    base = f"http://127.0.0.1:{ingest.port}"
     async with aiohttp.ClientSession(base) as session:
         for start in range(0, len(flood), 1000):  # 8 requests of 1,000 as fast as it can
             chunk = flood[start : start + 1000]

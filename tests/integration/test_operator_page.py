@@ -71,6 +71,7 @@ def rose(values: list) -> bool:
 async def test_the_page_shows_a_held_shard_falling_behind_and_catching_up(pipeline_factory):
     pipeline = pipeline_factory(lag_interval="1")
     worker = pipeline.start_worker()
+    ingest = pipeline.start_ingest()
     asked: list[str] = []
     async with chromium() as browser:
         page = await browser.new_page(viewport={"width": 1400, "height": 1100})
@@ -94,7 +95,7 @@ async def test_the_page_shows_a_held_shard_falling_behind_and_catching_up(pipeli
         pipeline.hold_shard(1)
         model = Model()
         updates = make_updates([SHARD0_APP, SHARD1_APP], 20, total=400, hot_share=40, seed=31)
-        await LoadClient(worker.web_port, model).send(updates, batch=50)
+        await LoadClient(ingest.port, model).send(updates, batch=50)
         free = {row: props for row, props in model.rows.items() if row[0] == SHARD0_APP}
         await pipeline.wait_for_rows(free, 60, "shard 0's updates", only=SHARD0_APP)
         first = await until(

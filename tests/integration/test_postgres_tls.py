@@ -47,10 +47,23 @@ async def test_the_sink_writes_over_verified_tls_and_no_password_shows(
     pipeline = pipeline_factory(shards_on=tls_postgres.server)
     shards = ",".join(with_password(dsn) for dsn in pipeline.dsns)  # trust auth ignores it
     worker = pipeline.start_worker(shards=shards)
+    ingest = pipeline.start_ingest(shards=shards)
     model = Model()
     updates = make_updates([APP, OTHER], rows_per_app=20, total=400, hot_share=50, seed=21)
-    await LoadClient(worker.web_port, model).send(updates, batch=100, singles=10)
+    await LoadClient(ingest.port, model).send(updates, batch=100, singles=10)
     await pipeline.wait_for_rows(model.rows, 120, "the updates to be applied over TLS")
+
+    # The ingest tier's row read goes over TLS too, and shows no password.
+    (app_id, subscription_id), expected = next(
+        (row, properties)
+        for row, properties in model.rows.items()
+        if pipeline.layout.shard_of_app(row[0]) == 0  # the shard whose connections are checked
+    )
+    row = f"http://127.0.0.1:{ingest.port}/v1/apps/{app_id}/subscriptions/{subscription_id}"
+    async with aiohttp.ClientSession(headers=AUTH) as s, s.get(row) as response:
+        assert response.status == 200, await response.text()
+        read = await response.json()
+    assert read["properties"] == expected and PASSWORD not in str(read)
 
     conn = psycopg2.connect(pipeline.dsns[0])
     try:
@@ -62,7 +75,7 @@ async def test_the_sink_writes_over_verified_tls_and_no_password_shows(
             connections, all_tls = cur.fetchone()
     finally:
         conn.close()
-    assert connections >= 1 and all_tls
+    assert connections >= 2 and all_tls  # the worker's pool and the ingest tier's row read
 
     async with aiohttp.ClientSession(f"http://127.0.0.1:{worker.web_port}", headers=AUTH) as s:
 

@@ -2,8 +2,9 @@
 SCRAM-SHA-256 and -512 but cannot create users, so every login is refused — the failure path,
 for real. aiokafka then raises a bare ``KeyError: 'v'``; rowstream must say instead, in one line
 naming the broker and the mechanism and never the password, and exit 2: the worker at start,
-``create-topics`` and ``inspect``. (A successful SCRAM login could not be shown here; what
-reaches Faust and aiokafka for each mechanism is tested in tests/unit/test_security.py.)"""
+``create-topics``, ``inspect`` and the ingest tier. (A successful SCRAM login could not be shown
+here; what reaches Faust and aiokafka for each mechanism is tested in
+tests/unit/test_security.py.)"""
 
 from __future__ import annotations
 
@@ -39,13 +40,14 @@ def test_a_refused_scram_login_is_one_line_and_exit_code_2(
         "ROWSTREAM_BROKER_SASL_USERNAME": "rowstream",
         "ROWSTREAM_BROKER_SASL_PASSWORD": PASSWORD,
         "ROWSTREAM_WEB_PORT": str(free_port()),
+        "ROWSTREAM_INGEST_PORT": str(free_port()),
         "ROWSTREAM_DATA_DIR": str(tmp_path / "worker"),
     }
     expected = (
         f"the broker at {authenticating_broker.url} refused the SASL {mechanism} login of "
         f"user 'rowstream'"
     )
-    for command in (["worker"], ["create-topics"], ["inspect", "--timeout", "20"]):
+    for command in (["worker"], ["create-topics"], ["inspect", "--timeout", "20"], ["ingest"]):
         done = subprocess.run(
             faust(*command), env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
         )

@@ -17,13 +17,12 @@ async def test_two_workers_split_the_work_and_agree_on_the_shard_figures(pipelin
     pipeline = pipeline_factory()
     first = pipeline.start_worker()
     second = pipeline.start_worker()
+    apis = [pipeline.start_ingest().port, pipeline.start_ingest().port]
     model = Model()
     updates = make_updates(APPS, rows_per_app=60, total=6_000, hot_share=1_000, seed=3)
-    # Each app's requests go to one worker, in order; the two apps to different workers.
-    await LoadClient(first.web_port, model).send([u for u in updates if u[0] == APPS[0]], batch=250)
-    await LoadClient(second.web_port, model).send(
-        [u for u in updates if u[0] == APPS[1]], batch=250
-    )
+    # Each app's requests go to one ingest process, in order; the two apps to different ones.
+    await LoadClient(apis[0], model).send([u for u in updates if u[0] == APPS[0]], batch=250)
+    await LoadClient(apis[1], model).send([u for u in updates if u[0] == APPS[1]], batch=250)
 
     await pipeline.wait_for_rows(model.rows, 180, "the rows to equal the model")
 

@@ -58,9 +58,10 @@ async def test_the_pipeline_runs_over_mutual_tls_with_the_hostname_checked(
 ):
     pipeline = pipeline_factory(on=tls_broker, **tls_settings(tls_broker))  # topics made over TLS
     worker = pipeline.start_worker()
+    ingest = pipeline.start_ingest()  # produces over mutual TLS too
     model = Model()
     updates = make_updates([APP, OTHER], rows_per_app=20, total=600, hot_share=100, seed=11)
-    await LoadClient(worker.web_port, model).send(updates, batch=100, singles=20)
+    await LoadClient(ingest.port, model).send(updates, batch=100, singles=20)
     await pipeline.wait_for_rows(model.rows, 120, "the updates to be applied over TLS")
 
     base = f"http://127.0.0.1:{worker.web_port}"
@@ -95,17 +96,22 @@ async def test_the_pipeline_runs_over_mutual_tls_with_the_hostname_checked(
         ({"broker": "127.0.0.1"}, "failed the TLS check: IP address mismatch"),
     ],
 )
-def test_an_untrusted_ca_or_a_wrong_hostname_stops_the_worker_with_one_line(
-    pipeline_factory, tls_broker, change, problem
+@pytest.mark.parametrize("command", ["worker", "ingest"])
+def test_an_untrusted_ca_or_a_wrong_hostname_stops_the_process_with_one_line(
+    pipeline_factory, tls_broker, change, problem, command
 ):
     pipeline = pipeline_factory(on=tls_broker, **tls_settings(tls_broker))
-    env = dict(pipeline.env, ROWSTREAM_WEB_PORT=str(free_port()))
+    env = dict(
+        pipeline.env,
+        ROWSTREAM_WEB_PORT=str(free_port()),
+        ROWSTREAM_INGEST_PORT=str(free_port()),
+    )
     if "broker_ca_file" in change:
         env["ROWSTREAM_BROKER_CA_FILE"] = str(tls_broker.stranger)
     else:
         env["ROWSTREAM_BROKER"] = f"kafka://127.0.0.1:{tls_broker.port}"
     done = subprocess.run(
-        faust("worker"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        faust(command), env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 2, done.stderr[-3000:]
     refusal = [line for line in done.stderr.splitlines() if line.startswith("rowstream: ")]

@@ -75,7 +75,8 @@ def count_anomalies(ledger: Ledger, actual: dict[tuple[str, str], dict]) -> tupl
 
 class FailoverClient:
     """Sends batches per app, one request at a time per app (so acceptance order is send order),
-    to the first worker that answers; retries on connection errors and 503 until accepted.
+    to the first ingest process that answers; retries on connection errors and 503 until
+    accepted. A batch of one update is a PATCH.
 
     A retried request may have been written once already: the duplicate lands right after the
     original, before the app's next request, and re-applying a patch is harmless.
@@ -134,12 +135,19 @@ class FailoverClient:
                 await asyncio.sleep(max(0.0, len(body) / rate - (time.monotonic() - started)))
 
     async def _post(self, session, body, worker) -> int:
+        """POST the batch (a single update: PATCH it) to an ingest process, the next one after
+        a failure, until one accepts it."""
         deadline = time.monotonic() + 120
         while True:
             port = self.ports[worker % len(self.ports)]
+            if len(body) == 1:
+                row = f"/v1/apps/{body[0]['app_id']}/subscriptions/{body[0]['subscription_id']}"
+                method, path, json = "PATCH", row, {"properties": body[0]["properties"]}
+            else:
+                method, path, json = "POST", "/v1/updates", body
             try:
-                async with session.post(
-                    f"http://127.0.0.1:{port}/v1/updates", json=body
+                async with session.request(
+                    method, f"http://127.0.0.1:{port}{path}", json=json
                 ) as response:
                     if response.status == 202:
                         return worker
@@ -148,7 +156,7 @@ class FailoverClient:
                 pass
             self.ledger.retried += 1
             if time.monotonic() > deadline:
-                raise AssertionError("no worker accepted a request for 120 s")
+                raise AssertionError("no ingest process accepted a request for 120 s")
             worker += 1
             await asyncio.sleep(0.2)
 

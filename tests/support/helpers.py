@@ -24,7 +24,7 @@ from app.model.partitioning import Layout
 from app.settings import even_shard_map
 from app.sink.coalesce import apply
 from deploy.local import free_port
-from deploy.stack import ROOT, Worker, faust
+from deploy.stack import ROOT, Ingest, Worker, faust
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -50,6 +50,7 @@ class Pipeline:
     partitions: int
     tmp: Path
     workers: list[Worker] = field(default_factory=list)
+    ingests: list[Ingest] = field(default_factory=list)
 
     @classmethod
     def create(
@@ -120,14 +121,26 @@ class Pipeline:
         self.workers.append(worker)
         return worker
 
+    def start_ingest(self, port: int | None = None, processes: int = 1, **settings: str) -> Ingest:
+        """The ingest tier (the Procfile's ``web:`` command) on ``port`` (a free one if not
+        given), with the pipeline's settings and ``settings``."""
+        port = port or free_port()
+        env = {**self.env, **{f"ROWSTREAM_{key.upper()}": v for key, v in settings.items()}}
+        ingest = Ingest(env, port, self.tmp / f"ingest-{port}-{len(self.ingests)}.log", processes)
+        ingest.start()
+        self.ingests.append(ingest)
+        return ingest
+
     def stop_all(self) -> None:
+        for ingest in self.ingests:
+            ingest.stop()
         for worker in self.workers:
             worker.stop()
 
     @staticmethod
-    def log_tail(worker: Worker, chars: int = 6000) -> str:
+    def log_tail(process: Worker | Ingest, chars: int = 6000) -> str:
         try:
-            return worker.log_path.read_text(errors="replace")[-chars:]
+            return process.log_path.read_text(errors="replace")[-chars:]
         except FileNotFoundError:
             return "(no log)"
 

@@ -1,4 +1,5 @@
-"""A TCP proxy the tests own, to slow down or cut one shard's connections (loopback only)."""
+"""A TCP proxy the tests own, to slow down or cut a shard's or the broker's connections
+(loopback only)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class Proxy:
         self.delay = delay
         self.port = free_port()
         self._loop = asyncio.new_event_loop()
+        self._writers: set[asyncio.StreamWriter] = set()  # both ends of every open connection
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
@@ -32,6 +34,17 @@ class Proxy:
         asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    def cut(self) -> int:
+        """Close every open connection at once, both ends (new ones are accepted as before);
+        how many were cut."""
+        return asyncio.run_coroutine_threadsafe(self._cut(), self._loop).result(10)
+
+    async def _cut(self) -> int:
+        writers, self._writers = self._writers, set()
+        for writer in writers:
+            writer.transport.abort()  # no FIN handshake: what a dropped link looks like
+        return len(writers) // 2
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -58,6 +71,7 @@ class Proxy:
         except OSError:
             writer.close()
             return
+        self._writers |= {writer, up_writer}
 
         async def pump(source, sink, delayed: bool) -> None:
             try:
@@ -70,6 +84,7 @@ class Proxy:
                 pass
             finally:
                 sink.close()
+                self._writers.discard(sink)
 
         try:
             await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))

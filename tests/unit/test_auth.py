@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.ingest.auth import PUBLIC_PATHS, Refused, authenticate, require_admin
+from app.ingest.auth import Refused, authenticate, check_scope, require_admin
 from app.ingest.keys import hashed_entry, parse_all
 
 APP = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -14,7 +14,7 @@ def test_a_missing_or_malformed_bearer_is_401_and_asks_for_bearer(header):
     with pytest.raises(Refused) as refused:
         authenticate(header, KEYS)
     assert refused.value.status == 401
-    assert refused.value.headers == {"WWW-Authenticate": "Bearer"}
+    assert dict(refused.value.headers) == {"WWW-Authenticate": "Bearer"}
 
 
 def test_an_unknown_key_is_401_and_not_echoed():
@@ -36,8 +36,17 @@ def test_admin_needs_an_unscoped_key():
     assert refused.value.status == 403
 
 
-def test_only_probes_metrics_and_the_api_description_are_public():
-    assert PUBLIC_PATHS == {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+def test_a_scoped_key_may_touch_only_its_apps():
+    scoped = authenticate("Bearer scoped-key", KEYS)
+    check_scope(scoped, [APP])
+    other = "ff8fad5b-d9cb-469f-a165-70867728950e"
+    with pytest.raises(Refused) as refused:
+        check_scope(scoped, [APP, other])
+    assert refused.value.status == 403
+    assert refused.value.problems == [
+        {"where": "app_id", "problem": f"{other} is outside the key's scope"}
+    ]
+    check_scope(authenticate("Bearer admin-key", KEYS), [APP, other])
 
 
 def test_a_hashed_entry_authenticates_its_key_and_nothing_else():

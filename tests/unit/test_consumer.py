@@ -34,7 +34,7 @@ def test_this_is_the_faust_and_aiokafka_it_was_reasoned_about():
 def make_consumer(starts=None):
     app = rowstream.RowstreamApp(
         "unit-test",
-        group_offsets=GroupOffsets(Broker("kafka://127.0.0.1:1", None), "g"),
+        group_offsets=GroupOffsets(Broker("kafka://127.0.0.1:1"), "g"),
         broker="kafka://127.0.0.1:1",
         web_enabled=False,
     )

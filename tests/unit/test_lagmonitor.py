@@ -73,12 +73,16 @@ async def test_a_refused_login_later_makes_the_worker_not_ready_with_one_line(ca
     """A SCRAM login refused after the start (credentials rotated on the broker, say) fails the
     lag round: the worker reports not ready (no successful round) and says why once."""
     from aiokafka.conn import ScramAuthenticator
-    from faust.auth import SASLCredentials
 
-    from app.kafka.security import Broker
+    from app.kafka.security import broker_of
+    from app.settings import load
 
-    credentials = SASLCredentials(username="rowstream", password="pw-1", mechanism="SCRAM-SHA-256")
-    broker = Broker("kafka://k1:9092", credentials)
+    broker = broker_of(load({
+        "ROWSTREAM_BROKER": "kafka://k1:9092",
+        "ROWSTREAM_BROKER_SASL_MECHANISM": "SCRAM-SHA-256",
+        "ROWSTREAM_BROKER_SASL_USERNAME": "rowstream",
+        "ROWSTREAM_BROKER_SASL_PASSWORD": "pw-1",
+    }))  # fmt: skip
     monitor = LagMonitor(
         app=None, topics=None, settings=SimpleNamespace(lag_interval=0.1), broker=broker
     )

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from app.ingest.auth import PUBLIC_PREFIX
+from app.ops.access import PUBLIC_PREFIX
 
 UI = Path(__file__).resolve().parents[2] / "app" / "ops" / "ui"
 VENDOR = UI / "vendor" / "uplot"

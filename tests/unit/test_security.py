@@ -1,16 +1,24 @@
 """The broker's security settings (``ROWSTREAM_BROKER_*``) and what they become: Faust's
 credentials and the aiokafka options every side connection uses, for each SASL mechanism with and
-without TLS; and every bad combination refused at start with one line that names no password."""
+without TLS; and every bad combination refused at start with one line that names no password.
+
+``Broker.auth`` is built without Faust (the ingest tier does not load it); each case checks that
+Faust's own mapping of the worker's credentials gives exactly the same options."""
 
 import ssl
 
 import pytest
 from faust.auth import SASLCredentials, SSLCredentials
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from app.kafka.security import BrokerRefused, broker_of, check_access
 from app.settings import ConfigError, load
 from deploy.local import free_port
 from tests.support.certs import make_pki
+
+
+def same_as_the_worker(broker):
+    assert dict(credentials_to_aiokafka_auth(broker.credentials)) == broker.auth
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +35,7 @@ def test_plain_tcp_by_default():
         "security_protocol": "PLAINTEXT",
     }
     assert broker.describe() == "kafka://127.0.0.1:9092 (plain TCP)"
+    same_as_the_worker(broker)
 
 
 def test_tls_with_a_ca_and_a_client_certificate(pki):
@@ -47,6 +56,7 @@ def test_tls_with_a_ca_and_a_client_certificate(pki):
         ((("commonName", "rowstream test ca"),),)
     ]
     assert broker.describe() == "kafka://k1:9093;k2:9093 (TLS)"
+    same_as_the_worker(broker)
     off = broker_of(load({"ROWSTREAM_BROKER_TLS": "1", "ROWSTREAM_BROKER_CHECK_HOSTNAME": "0"}))
     assert not off.client_options()["ssl_context"].check_hostname
 
@@ -74,7 +84,8 @@ def test_sasl_for_each_mechanism_with_and_without_tls(mechanism, tls, tmp_path):
     assert options["sasl_plain_username"] == "rowstream"
     assert options["sasl_plain_password"] == "hunter2-from-a-file"
     assert (options["ssl_context"] is not None) == tls
-    assert "hunter2" not in broker.describe() + repr(credentials)
+    assert "hunter2" not in broker.describe() + repr(credentials) + repr(broker)
+    same_as_the_worker(broker)
     assert f"SASL {mechanism.upper()} as 'rowstream'" in broker.describe()
     direct = load({**env, "ROWSTREAM_BROKER_SASL_PASSWORD_FILE": "",
                    "ROWSTREAM_BROKER_SASL_PASSWORD": "from-the-env"})  # fmt: skip

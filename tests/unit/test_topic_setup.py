@@ -11,10 +11,10 @@ def test_faust_broker_urls_become_aiokafka_bootstrap_servers():
 
 async def test_a_side_consumer_never_commits_and_carries_its_purpose():
     reader = side_consumer(
-        Broker("kafka://h1:9092;h2:9092", None), "rowstream-inspect",
+        Broker("kafka://h1:9092;h2:9092"), "rowstream-inspect",
         auto_offset_reset="earliest",
     )  # fmt: skip
-    offsets = side_consumer(Broker("kafka://h1:9092", None), "g-offsets", "g")
+    offsets = side_consumer(Broker("kafka://h1:9092"), "g-offsets", "g")
     try:
         assert reader._group_id is None and offsets._group_id == "g"
         assert not reader._enable_auto_commit and not offsets._enable_auto_commit
