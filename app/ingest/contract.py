@@ -23,13 +23,9 @@ from pydantic import ValidationError
 from app.ingest.errors import invalid
 from app.model import events
 
-
-class Update(NamedTuple):
-    """A patch of one row, as the API accepted it (IDs as canonical UUID text)."""
-
-    app_id: str
-    subscription_id: str
-    properties: dict
+#: A patch of one row as the API accepted it: (app ID, subscription ID, properties), the IDs as
+#: canonical UUID text. A plain tuple: a POST makes a thousand of them.
+Update = tuple[str, str, dict]
 
 
 class Record(NamedTuple):
@@ -60,7 +56,7 @@ def patch(app_id: str, subscription_id: str, body: bytes) -> list[Update]:
         properties = events.PatchBody.validate_json(body)["properties"]
     except ValidationError as exc:
         raise invalid(events.problems_of(exc)) from None
-    return [Update(app_id, subscription_id, properties)]
+    return [(app_id, subscription_id, properties)]
 
 
 def post(body: bytes) -> list[Update]:
@@ -68,11 +64,11 @@ def post(body: bytes) -> list[Update]:
         items = events.BatchBody.validate_json(body)
     except ValidationError as exc:
         raise invalid(events.problems_of(exc)) from None
-    return [Update(item["app_id"], item["subscription_id"], item["properties"]) for item in items]
+    return [(item["app_id"], item["subscription_id"], item["properties"]) for item in items]
 
 
 def apps_of(updates: Iterable[Update]) -> set[str]:
-    return {update.app_id for update in updates}
+    return {update[0] for update in updates}
 
 
 def to_records(

@@ -50,14 +50,12 @@ class Tier:
 def build(settings: Settings, metrics_dir: str) -> Tier:
     layout = Layout(settings.partitions, settings.slot_map, len(settings.shards))
     producer = producer_for(
-        broker_of(settings).client_options(), events.MAX_RECORD_BYTES, settings.produce_timeout
+        broker_of(settings).client_options(),
+        events.MAX_RECORD_BYTES,
+        settings.produce_timeout,
+        settings.ingest_linger,
     )
-    publisher = Publisher(
-        producer,
-        settings.topic(UPDATES),
-        linger=settings.ingest_linger,
-        max_buffer=settings.ingest_buffer,
-    )
+    publisher = Publisher(producer, settings.topic(UPDATES), max_buffer=settings.ingest_buffer)
     rows = Rows(settings.shards, layout.shard_of_app)
     limiter = RateLimiter(settings.rate_limit, settings.burst) if settings.rate_limit else None
     http = Server(settings.body_timeout)

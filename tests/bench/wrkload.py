@@ -4,6 +4,7 @@ the cores it measures): run a script of ``tests/bench/wrk/`` and read its figure
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -46,13 +47,15 @@ def run_wrk(
     env: dict[str, str] | None = None,
 ) -> WrkResult:
     """``wrk -t1 -c<connections> -d<seconds>`` with ``tests/bench/wrk/<script>`` against
-    ``url``; a generous request timeout, so that a slow answer counts as an answer."""
+    ``url``; a generous request timeout, so that a slow answer counts as an answer; a seed of
+    its own, so that the rows of one run are not those of another."""
+    seed = {"ROWSTREAM_BENCH_SEED": str(random.randrange(1, 2**31))}
     done = subprocess.run(
         [
             wrk_path(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
             "--timeout", "30s", "--latency", "-s", str(SCRIPTS / script), url,
         ],
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **seed, **(env or {})},
         capture_output=True,
         text=True,
         timeout=seconds + 60,

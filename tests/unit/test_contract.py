@@ -5,7 +5,6 @@ import orjson
 import pytest
 
 from app.ingest import contract
-from app.ingest.contract import Update
 from app.ingest.errors import HttpError
 from app.model import events
 
@@ -31,7 +30,7 @@ def test_a_bad_uuid_is_400_naming_where(bad):
 
 def test_bodies_are_validated_with_their_problems_named():
     assert contract.patch(APP, SUB, b'{"properties": {"a": 1, "b": null}}') == [
-        Update(APP, SUB, {"a": 1, "b": None})
+        (APP, SUB, {"a": 1, "b": None})
     ]
     with pytest.raises(HttpError) as error:
         contract.patch(APP, SUB, b'{"properties": {"a": [1]}}')
@@ -46,11 +45,7 @@ def test_bodies_are_validated_with_their_problems_named():
 
 
 def test_records_one_per_app_in_request_order_an_update_batch_where_an_app_has_more():
-    updates = [
-        Update(APP, SUB, {"n": 1}),
-        Update(OTHER, SUB, {"n": 2}),
-        Update(APP, SUB, {"n": 3}),
-    ]
+    updates = [(APP, SUB, {"n": 1}), (OTHER, SUB, {"n": 2}), (APP, SUB, {"n": 3})]
     partitions = {APP: 3, OTHER: 7}
     trace = [("traceparent", b"00-abc-def-01")]
     records = contract.to_records(updates, partitions.__getitem__, 1700000000.5, trace)

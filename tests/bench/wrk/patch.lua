@@ -9,6 +9,9 @@ local function uuid()
     math.random(0, 0xffffffffffff))
 end
 
+-- Each run's rows are new: the runner gives every run its own seed (ROWSTREAM_BENCH_SEED).
+math.randomseed(tonumber(os.getenv("ROWSTREAM_BENCH_SEED") or os.time()))
+
 function setup(thread)
   thread:set("seed", math.random(1, 2 ^ 31))
 end
