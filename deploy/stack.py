@@ -119,8 +119,9 @@ class Worker:
 
 
 class Ingest:
-    """The ingest tier (the Procfile's ``web:`` command) as a child process: ``processes`` of
-    its processes on ``port``."""
+    """The ingest tier as a child process: ``processes`` of its processes on ``port``, started
+    with the Procfile's ``web:`` command, or with ``command`` (the tests start ``python -m
+    app.ingest``, what that command becomes, a second sooner)."""
 
     def __init__(
         self,
@@ -129,17 +130,19 @@ class Ingest:
         log_path: Path,
         processes: int = 1,
         pid_file: Path | None = None,
+        command: list[str] | None = None,
     ):
         self.env = {**env, "ROWSTREAM_INGEST_PORT": str(port)}
         self.port, self.log_path, self.processes = port, log_path, processes
         self.pid_file = pid_file
+        self.command = command or procfile_command("web")
         self.process: subprocess.Popen | None = None
 
     def start(self, wait: float = 60.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
-                [*procfile_command("web"), "--processes", str(self.processes)],
+                [*self.command, "--processes", str(self.processes)],
                 env=self.env,
                 cwd=ROOT,
                 stdout=out,

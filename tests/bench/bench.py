@@ -524,17 +524,21 @@ async def first_accepted(port: int, timeout: float = 30.0) -> float:
 
 async def all_applied(pipeline: Pipeline, port: int, timeout: float) -> dict[str, Any]:
     """Wait until the shards hold a row for every update the ingest tier accepted (its
-    ``rowstream_ingest_events_total``: every update of the bench writes a new row)."""
-    async with aiohttp.ClientSession() as session:
+    ``rowstream_ingest_events_total``, read again each time: requests wrk left in flight are
+    still being answered; every update of the bench writes a new row)."""
+
+    async def accepted(session: aiohttp.ClientSession) -> int:
         async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
             text = await response.text()
-    found = re.search(r"^rowstream_ingest_events_total (\S+)$", text, re.M)
-    events = int(float(found.group(1))) if found else 0
+        found = re.search(r"^rowstream_ingest_events_total (\S+)$", text, re.M)
+        return int(float(found.group(1))) if found else 0
+
     deadline = time.monotonic() + timeout
-    rows = count_rows(pipeline)
-    while rows < events and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-        rows = count_rows(pipeline)
+    async with aiohttp.ClientSession() as session:
+        events, rows = await accepted(session), count_rows(pipeline)
+        while rows != events and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            events, rows = await accepted(session), count_rows(pipeline)
     return {"ingest_events": events, "rows": rows, "all_applied": rows == events}
 
 

@@ -318,10 +318,12 @@ async def test_broker_connections_cut_under_load(stack, pipeline_factory, tmp_pa
             print(f"\nconnections cut each time: {cuts}")
             assert all(cuts)
             await drain_and_count(pipeline, client, "broker connections cut x4 (single PATCHes)")
+            pipeline.stop_all()  # while their broker is there to leave the group
         finally:
             broker.stop()
 
 
+@pytest.mark.long
 async def test_an_ingest_process_killed_under_load(pipeline_factory):
     """Two ingest processes; one is SIGKILLed under load and started again: clients fail over to
     the other (a request cut off may have been written: it is sent again, harmlessly)."""

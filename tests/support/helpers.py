@@ -7,6 +7,7 @@ import asyncio
 import os
 import random
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -122,11 +123,14 @@ class Pipeline:
         return worker
 
     def start_ingest(self, port: int | None = None, processes: int = 1, **settings: str) -> Ingest:
-        """The ingest tier (the Procfile's ``web:`` command) on ``port`` (a free one if not
-        given), with the pipeline's settings and ``settings``."""
+        """The ingest tier on ``port`` (a free one if not given), with the pipeline's settings
+        and ``settings``: ``python -m app.ingest``, what the Procfile's ``faust -A app ingest``
+        becomes (that command itself is run by ``make run``, the benchmark, and the TLS and SASL
+        tests)."""
         port = port or free_port()
         env = {**self.env, **{f"ROWSTREAM_{key.upper()}": v for key, v in settings.items()}}
-        ingest = Ingest(env, port, self.tmp / f"ingest-{port}-{len(self.ingests)}.log", processes)
+        log = self.tmp / f"ingest-{port}-{len(self.ingests)}.log"
+        ingest = Ingest(env, port, log, processes, command=[sys.executable, "-m", "app.ingest"])
         ingest.start()
         self.ingests.append(ingest)
         return ingest
