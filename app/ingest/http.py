@@ -176,6 +176,7 @@ class Connection(asyncio.Protocol):
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
         self.transport: Any = None
+        self.loop = asyncio.get_running_loop()  # once: asking per request costs a system call
         self.queue: deque[tuple[Request, bool]] = deque()  # taken, waiting for the one before
         self.busy = False  # a request is being answered
         self.closing = False
@@ -194,7 +195,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.server.connections.add(self)
-        self.last_active = asyncio.get_running_loop().time()
+        self.last_active = self.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -213,7 +214,7 @@ class Connection(asyncio.Protocol):
             if not self.closing:  # a refusal (413) stops the parser mid-body: not the client's
                 self._refuse(HttpError(400, f"malformed HTTP request: {exc}"))
         if self.in_message and self.timer is None and not self.closing:
-            self.timer = asyncio.get_running_loop().call_later(
+            self.timer = self.loop.call_later(
                 self.server.body_timeout, self._timed_out
             )
 
@@ -322,7 +323,7 @@ class Connection(asyncio.Protocol):
             self.transport.close()
             return
         self.transport.write(head + b"\r\n" + response.body)
-        self.last_active = asyncio.get_running_loop().time()
+        self.last_active = self.loop.time()
         if self.queue:
             request, keep_alive = self.queue.popleft()
             if not self.queue:

@@ -73,9 +73,11 @@ class Publisher:
     def __init__(self, producer: Any, topic: str, max_buffer: int) -> None:
         self._producer, self._topic, self._max_buffer = producer, topic, max_buffer
         self._buffered = 0  # bytes published and not yet acknowledged or given up
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._failing = False  # for the log: one line when it fails, one when it is back
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -96,7 +98,8 @@ class Publisher:
                 f"retry later"
             )
         self._buffered += size
-        return asyncio.ensure_future(self._send(records, size))
+        assert self._loop is not None, "publish before start"
+        return self._loop.create_task(self._send(records, size))
 
     async def _send(self, records: Sequence[Record], size: int) -> None:
         try:

@@ -50,6 +50,7 @@ def record(partition: int, value: bytes) -> Record:
 async def test_a_request_is_acknowledged_once_all_its_records_are():
     producer = Producer()
     publisher = Publisher(producer, "updates", max_buffer=10_000)
+    await publisher.start()
     acknowledged = publisher.publish([record(1, b"a"), record(2, b"b")])
     await asyncio.sleep(0)
     assert [(p, v) for p, v, _ in producer.sent] == [(1, b"a"), (2, b"b")]
@@ -64,6 +65,7 @@ async def test_a_request_is_acknowledged_once_all_its_records_are():
 async def test_failures_become_503_and_a_record_too_large_413():
     producer = Producer(refuse_over=3)
     publisher = Publisher(producer, "updates", max_buffer=10_000)
+    await publisher.start()
     failing = publisher.publish([record(0, b"a")])
     await asyncio.sleep(0)
     producer.settle(KafkaConnectionError())
@@ -79,6 +81,7 @@ async def test_failures_become_503_and_a_record_too_large_413():
 async def test_the_buffer_is_bounded_and_a_refusal_queues_nothing():
     producer = Producer()
     publisher = Publisher(producer, "updates", max_buffer=10)
+    await publisher.start()
     held = publisher.publish([record(0, b"12345678")])
     with pytest.raises(Unavailable) as error:
         publisher.publish([record(1, b"123")])
