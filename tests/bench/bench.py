@@ -42,7 +42,7 @@ from app.kafka.security import bootstrap_servers
 from app.model import events
 from app.settings import Settings
 from deploy.local import Broker, Postgres, free_port
-from deploy.stack import ROOT, Worker
+from deploy.stack import ROOT, Ingest, Worker
 from tests.bench.wrkload import run_wrk
 from tests.support.helpers import AUTH, KEY, Pipeline, rss_bytes
 
@@ -268,7 +268,11 @@ class Bench:
         pipeline.start_worker()
         try:
             started = time.monotonic()
-            ingest = pipeline.start_ingest()
+            ingest = Ingest(  # as users start it: the Procfile's command, one process
+                pipeline.env, free_port(), self.base / f"{pipeline.name}-ingest.log"
+            )
+            ingest.start()
+            pipeline.ingests.append(ingest)
             first_202 = await first_accepted(ingest.port) - started
             assert ingest.process is not None and self.broker.process is not None
             pids = [ingest.process.pid, self.broker.process.pid]
@@ -312,6 +316,8 @@ class Bench:
         try:
             ingest = pipeline.start_ingest()
             await first_accepted(ingest.port)
+            assert ingest.process is not None and worker.process is not None
+            before = {"ingest": process_cpu(ingest.process.pid), **self.cpu([worker.process.pid])}
             lags: list[float] = []
             stop = asyncio.Event()
 
@@ -334,10 +340,18 @@ class Bench:
             )  # fmt: skip
             sent = time.monotonic()
             applied = await all_applied(pipeline, ingest.port, self.args.timeout)
+            after = {"ingest": process_cpu(ingest.process.pid), **self.cpu([worker.process.pid])}
             stop.set()
             await sampler
             lags.sort()
+            updates = max(1, applied["rows"])
             return {
+                **{
+                    f"{part}_cpu_us_per_update": round(
+                        (after[part] - before[part]) / updates * 1e6, 1
+                    )
+                    for part in ("ingest", "worker", "broker", "postgres")
+                },
                 "accepted_requests_per_s": round(ran.accepted_per_s),
                 "request_p99_ms": ran.p99_ms,
                 "applied_updates_per_s": round(applied["rows"] / (time.monotonic() - started)),
@@ -688,7 +702,10 @@ def table(results: dict[str, Any]) -> str:
             f"{http['accepted_requests_per_s']:>10,} {'':>11}  requests/s accepted, "
             f"{http['applied_updates_per_s']:,} updates/s applied, time lag p99 "
             f"{http['time_lag_p99_s']} s (max {http['time_lag_max_s']} s), request p99 "
-            f"{http['request_p99_ms']} ms; {http['rows']:,} of {http['ingest_events']:,} applied"
+            f"{http['request_p99_ms']} ms; {http['rows']:,} of {http['ingest_events']:,} applied; "
+            f"CPU µs per update: ingest {http['ingest_cpu_us_per_update']}, worker "
+            f"{http['worker_cpu_us_per_update']}, broker {http['broker_cpu_us_per_update']}, "
+            f"Postgres {http['postgres_cpu_us_per_update']}"
         )
     if "footprint, 1 worker" in results:
         foot = results["footprint, 1 worker"]
