@@ -65,84 +65,29 @@ def procfile_command(process_type: str) -> list[str]:
     raise StackError(f"the Procfile has no {process_type}: line")
 
 
-class Worker:
-    """``faust -A app worker`` as a child process with the given environment."""
+class Child:
+    """A rowstream process (``command``) run as a child with the given environment, its output
+    in ``log_path``; started once it listens on ``port``."""
+
+    what = "the process"
 
     def __init__(
         self,
+        command: list[str],
         env: dict[str, str],
-        web_port: int,
+        port: int,
         log_path: Path,
-        loglevel: str = "info",
         pid_file: Path | None = None,
     ):
-        self.env = env
-        self.web_port = web_port
-        self.log_path = log_path
-        self.loglevel = loglevel
-        self.pid_file = pid_file
+        self.command, self.env, self.port = command, env, port
+        self.log_path, self.pid_file = log_path, pid_file
         self.process: subprocess.Popen | None = None
 
     def start(self, wait: float = 90.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
-                faust("-l", FAUST_LEVELS[self.loglevel], "worker"),
-                env=self.env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        if self.pid_file:
-            self.pid_file.write_text(str(self.process.pid))
-        wait_until(
-            lambda: port_open(self.web_port) or self.process.poll() is not None,
-            wait,
-            f"the worker's web view on port {self.web_port}",
-        )
-        if self.process.poll() is not None:
-            raise StackError(f"the worker exited at start; see {self.log_path}")
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.process:
-            stop_child(self.process, timeout)
-        if self.pid_file:
-            with contextlib.suppress(FileNotFoundError):
-                self.pid_file.unlink()
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-
-class Ingest:
-    """The ingest tier as a child process: ``processes`` of its processes on ``port``, started
-    with the Procfile's ``web:`` command, or with ``command`` (the tests start ``python -m
-    app.ingest``, what that command becomes, a second sooner)."""
-
-    def __init__(
-        self,
-        env: dict[str, str],
-        port: int,
-        log_path: Path,
-        processes: int = 1,
-        pid_file: Path | None = None,
-        command: list[str] | None = None,
-    ):
-        self.env = {**env, "ROWSTREAM_INGEST_PORT": str(port)}
-        self.port, self.log_path, self.processes = port, log_path, processes
-        self.pid_file = pid_file
-        self.command = command or procfile_command("web")
-        self.process: subprocess.Popen | None = None
-
-    def start(self, wait: float = 60.0) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(
-                [*self.command, "--processes", str(self.processes)],
+                self.command,
                 env=self.env,
                 cwd=ROOT,
                 stdout=out,
@@ -155,10 +100,10 @@ class Ingest:
         wait_until(
             lambda: port_open(self.port) or self.process.poll() is not None,
             wait,
-            f"the ingest tier on port {self.port}",
+            f"{self.what} on port {self.port}",
         )
         if self.process.poll() is not None:
-            raise StackError(f"the ingest tier exited at start; see {self.log_path}")
+            raise StackError(f"{self.what} exited at start; see {self.log_path}")
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process:
@@ -171,6 +116,50 @@ class Ingest:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+class Worker(Child):
+    """``faust -A app worker`` (its web view on ``web_port``)."""
+
+    what = "the worker's web view"
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        web_port: int,
+        log_path: Path,
+        loglevel: str = "info",
+        pid_file: Path | None = None,
+    ):
+        super().__init__(
+            faust("-l", FAUST_LEVELS[loglevel], "worker"), env, web_port, log_path, pid_file
+        )
+        self.web_port = web_port
+
+
+class Ingest(Child):
+    """The ingest tier: ``processes`` of its processes on ``port``, started with the Procfile's
+    ``web:`` command, or with ``command`` (the tests start ``python -m app.ingest``, what that
+    command becomes, a second sooner)."""
+
+    what = "the ingest tier"
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        port: int,
+        log_path: Path,
+        processes: int = 1,
+        pid_file: Path | None = None,
+        command: list[str] | None = None,
+    ):
+        super().__init__(
+            [*(command or procfile_command("web")), "--processes", str(processes)],
+            {**env, "ROWSTREAM_INGEST_PORT": str(port)},
+            port,
+            log_path,
+            pid_file,
+        )
 
 
 def create_topics(env: dict[str, str]) -> None:

@@ -214,9 +214,7 @@ class Connection(asyncio.Protocol):
             if not self.closing:  # a refusal (413) stops the parser mid-body: not the client's
                 self._refuse(HttpError(400, f"malformed HTTP request: {exc}"))
         if self.in_message and self.timer is None and not self.closing:
-            self.timer = self.loop.call_later(
-                self.server.body_timeout, self._timed_out
-            )
+            self.timer = self.loop.call_later(self.server.body_timeout, self._timed_out)
 
     # --- httptools' callbacks -----------------------------------------------------------------
 
@@ -301,9 +299,12 @@ class Connection(asyncio.Protocol):
         assert response is not None
         self._send(response, keep_alive)
 
-    def _send(self, response: Response, keep_alive: bool) -> None:
-        self.busy = False
-        self.server.answered()
+    def _send(self, response: Response, keep_alive: bool, taken: bool = True) -> None:
+        """Write ``response``; ``taken``: the answer to a request taken (not a refusal of one
+        still coming in), so one owed answer fewer."""
+        if taken:
+            self.busy = False
+            self.server.answered()
         self.server.count(response)
         if self.transport.is_closing():
             return
@@ -321,6 +322,7 @@ class Connection(asyncio.Protocol):
         if not keep_alive or self.closing:
             self.transport.write(head + b"connection: close\r\n\r\n" + response.body)
             self.transport.close()
+            self._drop_queue()
             return
         self.transport.write(head + b"\r\n" + response.body)
         self.last_active = self.loop.time()
@@ -337,7 +339,7 @@ class Connection(asyncio.Protocol):
         if self.busy or self.queue:  # an answer is owed first: close after it
             self._drop_queue()
             return
-        self._send(_error(error), keep_alive=False)
+        self._send(_error(error), keep_alive=False, taken=False)
 
     def _timed_out(self) -> None:
         self.timer = None

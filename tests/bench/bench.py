@@ -278,15 +278,15 @@ class Bench:
             pids = [ingest.process.pid, self.broker.process.pid]
             url = f"http://127.0.0.1:{ingest.port}"
             result: dict[str, Any] = {"start_to_first_202_s": round(first_202, 2)}
-            for name, script, updates in (
-                ("patch", "patch.lua", 1),
-                ("post100", "post.lua", 100),
-                ("post1000", "post.lua", 1000),
+            for name, post, updates in (
+                ("patch", 0, 1),
+                ("post100", 100, 100),
+                ("post1000", 1000, 1000),
             ):
                 before = [process_cpu(pid) for pid in pids]
                 ran = await asyncio.to_thread(
-                    run_wrk, url, script, self.args.ingest_seconds, 64,
-                    {"ROWSTREAM_BENCH_KEY": KEY, "ROWSTREAM_BENCH_UPDATES": str(updates)},
+                    run_wrk, url, "updates.lua", self.args.ingest_seconds, 64,
+                    {"ROWSTREAM_BENCH_KEY": KEY, "ROWSTREAM_BENCH_POST": str(post)},
                 )  # fmt: skip
                 ingest_cpu, broker_cpu = (process_cpu(pid) - b for pid, b in zip(pids, before))
                 accepted = max(1, ran.accepted)
@@ -335,7 +335,7 @@ class Bench:
             sampler = asyncio.create_task(sample_lag())
             started = time.monotonic()
             ran = await asyncio.to_thread(
-                run_wrk, f"http://127.0.0.1:{ingest.port}", "patch.lua",
+                run_wrk, f"http://127.0.0.1:{ingest.port}", "updates.lua",
                 self.args.e2e_seconds, 64, {"ROWSTREAM_BENCH_KEY": KEY},
             )  # fmt: skip
             sent = time.monotonic()

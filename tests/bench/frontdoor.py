@@ -480,10 +480,10 @@ def measure(server: str, stage: str, producer: str, args: argparse.Namespace) ->
     try:
         wait_until(lambda: port_open(port) or child.poll() is not None, 60, f"{server} to listen")
         url, key = f"http://127.0.0.1:{port}", {"ROWSTREAM_BENCH_KEY": KEY}
-        run_wrk(url, "patch.lua", 2, args.connections, key)  # warm up (and connect)
+        run_wrk(url, "updates.lua", 2, args.connections, key)  # warm up (and connect)
         broker_pid = broker.process.pid if broker.process else None
         before = (process_tree_cpu(child.pid), process_tree_cpu(broker_pid) if broker_pid else 0)
-        ran = run_wrk(url, "patch.lua", args.seconds, args.connections, key)
+        ran = run_wrk(url, "updates.lua", args.seconds, args.connections, key)
         server_cpu = process_tree_cpu(child.pid) - before[0]
         broker_cpu = (process_tree_cpu(broker_pid) - before[1]) if broker_pid else 0.0
         accepted = max(1, ran.accepted)

@@ -218,3 +218,47 @@ async def test_the_row_read_404_200_and_503():
     api, _ = api_with(rows=Rows(error=OSError("connection refused")))
     with pytest.raises(Unavailable):
         await api.get(request, APP, SUB).done
+
+
+async def test_with_tracing_each_record_carries_the_requests_span():
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from app.observe import tracing
+
+    exporter = InMemorySpanExporter()
+    tracing.configure(exporter=exporter)
+    try:
+        api, publisher = api_with()
+        body = orjson.dumps([{"app_id": APP, "subscription_id": SUB, "properties": {}}] * 2)
+        answer = api.post(Request("POST", "/v1/updates", "Bearer admin-key", body))
+        assert (await answer.done).status == 202
+    finally:
+        tracing.disable()
+    [span] = exporter.get_finished_spans()
+    assert span.name == "rowstream.ingest" and span.attributes["rowstream.updates"] == 2
+    [record] = publisher.records  # one app: one update batch
+    [traceparent] = [value for name, value in record.headers if name == "traceparent"]
+    assert f"{span.context.trace_id:032x}" in traceparent.decode()
+
+
+async def test_every_request_taken_is_answered_once_refusals_and_closes_included():
+    """The count of owed answers a graceful stop waits for: back to 0 after answers, a 413
+    refusal, a connection closed with pipelined requests queued, and a stop."""
+    loop = asyncio.get_running_loop()
+    pending = loop.create_future()
+    server = Server(body_timeout=5, route=lambda request: Later(pending))
+    connection, transport = server.connection(), Transport()
+    connection.connection_made(transport)
+    connection.data_received(get("/a") + get("/b") + get("/c"))
+    assert server.owed == 3
+    connection.stop()  # graceful: /a is answered, then the connection closes
+    pending.set_result(Response(200, b"{}"))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert transport.statuses() == [200] and transport.closed and server.owed == 0
+    await asyncio.wait_for(server.all_answered(timeout=1), 2)
+
+    refused, transport = server.connection(), Transport()
+    refused.connection_made(transport)
+    refused.data_received(b"POST /v1/updates HTTP/1.1\r\nContent-Length: 9999999\r\n\r\n")
+    assert transport.statuses() == [413] and server.owed == 0
