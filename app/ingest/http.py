@@ -229,7 +229,8 @@ class Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name == b"authorization":
-            self._authorization = value.decode("latin-1")
+            if not self._authorization:  # the first one, if a client sends two
+                self._authorization = value.decode("latin-1")
         elif name == b"content-length":
             try:
                 self._length = int(value)

@@ -262,3 +262,19 @@ async def test_every_request_taken_is_answered_once_refusals_and_closes_included
     refused.connection_made(transport)
     refused.data_received(b"POST /v1/updates HTTP/1.1\r\nContent-Length: 9999999\r\n\r\n")
     assert transport.statuses() == [413] and server.owed == 0
+
+
+def test_the_ingest_tier_loads_no_faust():
+    """``python -m app.ingest`` holds only its own path: not Faust, mode or aiohttp (start time
+    and memory; docs/benchmark.md, "The front door")."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, app.ingest.__main__, app.ingest.server\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'faust', 'mode', 'aiohttp'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
