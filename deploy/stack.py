@@ -308,6 +308,11 @@ Try:
        {api}/v1/apps/0f8fad5b-d9cb-469f-a165-70867728950e/subscriptions/7c9e6679-7425-40de-944b-e07fc1f90ae7
   curl -H 'Authorization: Bearer {key}' '{base}/lag/?format=text'     (web views need the key too)
 
+The embedded broker keeps every record in memory and reads a partition's whole log on each
+fetch: it slows as its topics grow (minutes at thousands of updates a second; see
+docs/operating.md, "The embedded stack"). Restart `make run` to start empty. A real Kafka has no
+such limit.
+
 Ctrl-C stops everything.
 """,
         flush=True,
