@@ -34,9 +34,16 @@ def test_the_worker_logs_at_the_setting_not_at_the_command_line_level():
 
 
 def test_a_bad_setting_stops_every_command_with_one_line_and_exit_code_2():
-    for command in (["worker"], ["create-topics"], ["inspect", "--help"]):
+    faust = [str(Path(sys.executable).parent / "faust"), "-A", "app"]
+    for command in (
+        [*faust, "worker"],
+        [*faust, "create-topics"],
+        [*faust, "inspect", "--help"],
+        [*faust, "ingest"],
+        [sys.executable, "-m", "app.ingest"],  # what `faust -A app ingest` becomes
+    ):
         done = subprocess.run(
-            [str(Path(sys.executable).parent / "faust"), "-A", "app", *command],
+            command,
             capture_output=True,
             text=True,
             timeout=60,
