@@ -24,7 +24,7 @@ from typing import Any
 
 from app.kafka.forwarding import Countdown
 from app.kafka.units import decoded_units
-from app.main import app, forwarder, layout, settings, topics
+from app.main import app, forwarder, layout, topics
 from app.model import events
 from app.observe import metrics, tracing
 
@@ -61,7 +61,12 @@ async def repartition(stream):
         await forwarder.flush_due()
 
 
-@app.timer(settings.forward_linger)
+@app.task
 async def forward_lingering() -> None:
-    """Send batches that waited ``linger`` while no unit arrived."""
-    await forwarder.flush_due()
+    """Send each batch once it is ``linger`` old when no unit comes to send it: sleeps until the
+    oldest open batch is due, and not at all while none waits. (A timer every ``linger`` ran
+    100 times a second whether or not anything waited, and mode warned that it overlapped
+    whenever the loop was busier than that.)"""
+    while True:
+        await forwarder.wait_due()
+        await forwarder.flush_due()

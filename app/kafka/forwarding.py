@@ -3,7 +3,8 @@
 ``Forwarder.add(partition, entry, waiter)`` puts one update (an entry made by
 ``events.batch_entry``) into the open batch of its target partition. A batch is sent as one
 record when it holds ``max_updates`` updates or ``max_bytes`` bytes, or once it is ``linger``
-seconds old (``flush_due``, called by the agent after each unit and by the caller's timer).
+seconds old (``flush_due``, called by the agent after each unit, and after ``wait_due``, which
+sleeps until the oldest open batch is due and not at all while none waits).
 
 Guarantees:
 
@@ -93,6 +94,7 @@ class Forwarder:
         self._clock = clock
         self._batches: dict[int, list[_Batch]] = {}
         self._sending = asyncio.Lock()
+        self._waiting = asyncio.Event()  # set once a batch waits
 
     def add(self, partition: int, entry: bytes, timestamp: float, waiter: Countdown) -> None:
         """Queue one update for ``partition``; never blocks (it is sent by a later
@@ -100,6 +102,7 @@ class Forwarder:
         queue = self._batches.get(partition)
         if queue is None:
             queue = self._batches[partition] = [_Batch(self._clock())]
+            self._waiting.set()
         batch = queue[-1]
         if batch.entries and (
             len(batch.entries) >= self.max_updates or batch.size + len(entry) > self.max_bytes
@@ -112,6 +115,33 @@ class Forwarder:
             batch.timestamp = timestamp
         batch.waiters[waiter] = batch.waiters.get(waiter, 0) + 1
         waiter.expect()
+
+    def due_in(self) -> float | None:
+        """Seconds until a batch is due (0: one is due now); None while no batch waits."""
+        if not self._batches:
+            return None
+        now, soonest = self._clock(), float("inf")
+        for queue in self._batches.values():
+            last = queue[-1]
+            if len(queue) > 1 or len(last.entries) >= self.max_updates:
+                return 0.0
+            if last.size >= self.max_bytes:
+                return 0.0
+            soonest = min(soonest, last.opened + self.linger - now)
+        return max(0.0, soonest)
+
+    async def wait_due(self) -> None:
+        """Return once a batch is due: sleeps until the oldest is ``linger`` old, and while no
+        batch waits, until one is opened."""
+        while True:
+            wait = self.due_in()
+            if wait is None:
+                self._waiting.clear()
+                await self._waiting.wait()
+            elif wait > 0:
+                await asyncio.sleep(wait)
+            else:
+                return
 
     async def flush_due(self) -> None:
         """Send the full batches and those older than ``linger``."""

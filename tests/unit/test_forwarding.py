@@ -117,3 +117,35 @@ def test_a_countdown_is_done_once_closed_with_every_part_succeeded():
     waiter.succeeded()
     waiter.fail("late")  # after done: nothing
     assert settled == ["done"]
+
+
+async def test_due_in_says_when_the_oldest_batch_is_due_and_wait_due_sleeps_until_then():
+    producer, clock, settled = Producer(), Clock(), []
+    forwarder, waiter = make(producer, clock, linger=0.5), unit(settled)
+    assert forwarder.due_in() is None  # nothing waits: nothing to wake up for
+    clock.now = 10.0
+    forwarder.add(1, b"a", 1.0, waiter)
+    clock.now = 10.2
+    forwarder.add(2, b"b", 1.0, waiter)
+    assert abs(forwarder.due_in() - 0.3) < 1e-9  # partition 1's batch, opened at 10.0
+    for n in range(2):
+        forwarder.add(2, b"c%d" % n, 1.0, waiter)
+    assert forwarder.due_in() == 0.0  # partition 2's batch is full
+    await forwarder.flush_due()
+    assert [p for p, *_ in producer.sent] == [2]
+    clock.now = 10.5
+    assert forwarder.due_in() == 0.0
+    await forwarder.flush_due()
+    assert forwarder.due_in() is None
+
+
+async def test_wait_due_sleeps_while_nothing_waits_and_wakes_for_a_new_batch():
+    producer, settled = Producer(), []
+    forwarder = make(producer, asyncio.get_running_loop().time, linger=0.05)  # real time
+    waiting = asyncio.ensure_future(forwarder.wait_due())
+    await asyncio.sleep(0.1)
+    assert not waiting.done()  # idle: asleep, not polling
+    forwarder.add(3, b"x", 1.0, unit(settled))
+    opened = asyncio.get_running_loop().time()
+    await asyncio.wait_for(waiting, 2)
+    assert asyncio.get_running_loop().time() - opened >= 0.045  # not before the linger
