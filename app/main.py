@@ -27,7 +27,6 @@ from app.kafka.security import BrokerRefused, broker_of, check_access
 from app.kafka.topics import Topics
 from app.model import events
 from app.model.deadletter import for_rejected
-from app.model.partitioning import Layout
 from app.observe import tracing
 from app.observe.history import Ring
 from app.observe.lag_monitor import LagMonitor
@@ -49,7 +48,7 @@ PRODUCER_BATCH_BYTES = 256 * 1024
 #: Where the broker is and how to log in: every Kafka connection uses it.
 broker = broker_of(settings)
 
-layout = Layout(settings.partitions, settings.slot_map, len(settings.shards))
+layout = settings.layout
 
 
 class Worker(faust.Worker):
@@ -152,7 +151,7 @@ writers = Writers(
     batch_size=settings.batch_size,
     batch_wait=settings.batch_wait,
     retry_max=settings.retry_max,
-    partitions_of=layout.partitions_of_shard,
+    partitions_of=layout.internal.partitions_of,
     pause=lambda partitions: app.unit_consumer.hold(topics.internal_name, partitions),
     resume=lambda partitions: app.unit_consumer.release(topics.internal_name, partitions),
     on_rejected=dead_letter_rejected,

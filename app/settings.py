@@ -28,10 +28,12 @@ from pydantic import (
 
 from app.ingest.keys import ApiKey, parse_all
 from app.model.events import MAX_ITEMS, MAX_RECORD_BYTES
+from app.model.partitioning import Layout
 
 PREFIX = "ROWSTREAM_"
 SASL_MECHANISMS = ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 SLOTS = 256  # the shard map has one slot per possible first byte of an app ID
+INTERNAL_PER_SHARD = 12  # default partitions of the internal topic per shard
 
 
 def redact_dsn(dsn: str) -> str:
@@ -147,7 +149,14 @@ class Settings(BaseModel):
         24,
         ge=1,
         le=100_000,
-        description="ROWSTREAM_PARTITIONS: partitions of both topics (production: 720)",
+        description="ROWSTREAM_PARTITIONS: partitions of the update topic (production: 720)",
+    )
+    internal_partitions: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="ROWSTREAM_INTERNAL_PARTITIONS: partitions of the internal topic, a block per "
+        f"shard (0: {INTERNAL_PER_SHARD} per shard; add a block for each shard added)",
     )
     shard_map: str = Field(
         "",
@@ -335,6 +344,13 @@ class Settings(BaseModel):
                 f"ROWSTREAM_PARTITIONS ({self.partitions}) must be divisible by the number of "
                 f"shards in ROWSTREAM_SHARDS ({len(self.shards)})"
             )
+        if not self.internal_partitions:
+            object.__setattr__(self, "internal_partitions", INTERNAL_PER_SHARD * len(self.shards))
+        if self.internal_partitions % len(self.shards):
+            raise ValueError(
+                f"ROWSTREAM_INTERNAL_PARTITIONS ({self.internal_partitions}) must be divisible by "
+                f"the number of shards in ROWSTREAM_SHARDS ({len(self.shards)})"
+            )
         if self.shard_map:
             parse_shard_map(self.shard_map, len(self.shards))
         self._check_broker_security()
@@ -424,6 +440,11 @@ class Settings(BaseModel):
         if self.shard_map:
             return parse_shard_map(self.shard_map, len(self.shards))
         return even_shard_map(len(self.shards))
+
+    @cached_property
+    def layout(self) -> Layout:
+        """Both topics' partitions and the slot map (``app.model.partitioning``)."""
+        return Layout(self.partitions, self.internal_partitions, self.slot_map, len(self.shards))
 
     @cached_property  # read on every request: parse once
     def scoped_keys(self) -> tuple[ApiKey, ...]:

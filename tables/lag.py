@@ -23,6 +23,13 @@ from app.ops.render import answer, table
 
 log = logging.getLogger("rowstream.lag")
 
+
+def shard_of(topic: str, partition: int) -> int:
+    """The shard a partition of the update or internal topic belongs to."""
+    blocks = layout.internal if topic == topics.internal_name else layout.source
+    return blocks.shard_of(partition)
+
+
 _schema: faust.Schema = faust.Schema(
     key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
 )
@@ -84,7 +91,7 @@ def cluster_dead_letters(workers: list[dict]) -> dict[str, int]:
 def _sample() -> dict:
     now, workers = time.time(), _snapshots()
     return {
-        **lag_sample(cluster_lag(workers), layout.shard_of_partition, settings.unprefixed, now),
+        **lag_sample(cluster_lag(workers), shard_of, settings.unprefixed, now),
         "dead_letters": cluster_dead_letters(workers),
     }
 
@@ -107,7 +114,7 @@ async def lag_view(web, request):
     partitions = [{**lag.as_json(now), "topic": settings.unprefixed(lag.topic)} for lag in lags]
     shards = [
         {**total, "topic": settings.unprefixed(total["topic"])}
-        for total in per_shard_totals(lags, layout.shard_of_partition, now)
+        for total in per_shard_totals(lags, shard_of, now)
     ]
     text = table(
         partitions,

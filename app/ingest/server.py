@@ -30,7 +30,6 @@ from app.ingest.rows import Rows
 from app.kafka.names import UPDATES
 from app.kafka.security import broker_of
 from app.model import events
-from app.model.partitioning import Layout
 from app.observe import metrics, tracing
 from app.settings import Settings
 
@@ -48,7 +47,7 @@ class Tier:
 
 
 def build(settings: Settings, metrics_dir: str) -> Tier:
-    layout = Layout(settings.partitions, settings.slot_map, len(settings.shards))
+    layout = settings.layout
     producer = producer_for(
         broker_of(settings).client_options(),
         events.MAX_RECORD_BYTES,

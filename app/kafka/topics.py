@@ -60,7 +60,7 @@ class Topics:
         self.updates = raw(UPDATES, settings.partitions)
         #: The repartition agent writes batch records here (``app.model.events``), no key;
         #: partition = the rows' subscription IDs hashed inside the app's shard block.
-        self.internal = raw(INTERNAL, settings.partitions)
+        self.internal = raw(INTERNAL, settings.internal_partitions)
         #: Events that cannot be applied: original key and bytes, reason and coordinates in
         #: headers (``app.model.deadletter``). Partition = the source partition in the update
         #: topic, so a redrive keeps per-app order.

@@ -37,7 +37,7 @@ class Ring:
 
 
 def lag_sample(
-    lags: Iterable[PartitionLag], shard_of: Callable[[int], int], label: Callable[[str], str],
+    lags: Iterable[PartitionLag], shard_of: Callable[[str, int], int], label: Callable[[str], str],
     now: float,
 ) -> dict:  # fmt: skip
     """Per topic and per (topic, shard): message lag, waiting updates and the worst time lag."""

@@ -14,6 +14,7 @@ The log end offset comes from fetch responses (the high watermark), never from L
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import NamedTuple
 
 
@@ -58,12 +59,14 @@ class PartitionLag(NamedTuple):
         }
 
 
-def per_shard_totals(lags: list[PartitionLag], shard_of, now: float) -> list[dict]:
-    """Per topic and shard: total message lag and waiting updates, and the worst time lag of its
-    partitions."""
+def per_shard_totals(
+    lags: list[PartitionLag], shard_of: Callable[[str, int], int], now: float
+) -> list[dict]:
+    """Per topic and shard (``shard_of(topic, partition)``): total message lag and waiting
+    updates, and the worst time lag of its partitions."""
     totals: dict[tuple[str, int], dict] = {}
     for lag in lags:
-        key = (lag.topic, shard_of(lag.partition))
+        key = (lag.topic, shard_of(lag.topic, lag.partition))
         entry = totals.setdefault(
             key,
             {

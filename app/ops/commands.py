@@ -79,7 +79,7 @@ def timeout_option(default: float) -> Any:
 @app.command()
 @_interrupted
 async def create_topics(self: Any) -> None:
-    """Create rowstream's topics with ROWSTREAM_PARTITIONS partitions (run before any worker)."""
+    """Create rowstream's topics, each with its partition count (run before any worker)."""
     try:
         created = await asyncio.wait_for(
             ensure_topics(

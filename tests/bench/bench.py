@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaProducer
 
 from app.kafka.security import bootstrap_servers
 from app.model import events
-from app.settings import Settings
+from app.settings import INTERNAL_PER_SHARD, Settings
 from deploy.local import Broker, Postgres, free_port
 from deploy.stack import ROOT, Ingest, Worker
 from tests.bench.wrkload import run_wrk
@@ -73,6 +73,7 @@ class Bench:
 
     def pipeline(self, partitions: int) -> Pipeline:
         settings = dict(item.split("=", 1) for item in self.args.set)
+        internal = int(settings.pop("internal_partitions", 0)) or INTERNAL_PER_SHARD * SHARDS
         return Pipeline.create(
             self.broker,
             self.postgres,
@@ -80,6 +81,7 @@ class Bench:
             partitions,
             SHARDS,
             prefix="b",
+            internal_partitions=internal,  # the product's default unless --set
             **{"log_level": "warning", **settings},
         )
 

@@ -28,7 +28,8 @@ WHERE subscriptions.version < EXCLUDED.version
 """
 
 dsns = os.environ["NAIVE_SHARDS"].split(",")
-layout = Layout(int(os.environ["NAIVE_PARTITIONS"]), even_shard_map(len(dsns)), len(dsns))
+partitions = int(os.environ["NAIVE_PARTITIONS"])
+layout = Layout(partitions, partitions, even_shard_map(len(dsns)), len(dsns))  # no internal topic
 app = faust.App(
     os.environ["NAIVE_GROUP"],
     broker=os.environ["NAIVE_BROKER"],

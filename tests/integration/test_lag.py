@@ -50,13 +50,15 @@ async def test_lag_metrics_and_the_burst_scenario(pipeline_factory, promtool):
     assert layout.shard_of_app(HELD_APP) == 1 and layout.shard_of_app(FREE_APP) == 0
     worker = pipeline.start_worker()
     port = worker.web_port
-    held_partitions = set(layout.partitions_of_shard(1))
+    held_partitions = set(layout.internal.partitions_of(1))
     async with aiohttp.ClientSession(headers=AUTH) as session:
         # Without traffic: every owned partition is reported, all at 0.
         async def idle_and_complete():
             _, values = await scrape(session, port)
             lags = {k: v for k, v in values.items() if k[0] == "rowstream_message_lag"}
-            return len(lags) == 2 * pipeline.partitions and not any(values.values())
+            return len(lags) == pipeline.partitions + pipeline.internal_partitions and not any(
+                values.values()
+            )
 
         await eventually(idle_and_complete, 60, "every partition reported at zero lag")
 
@@ -88,7 +90,7 @@ async def test_lag_metrics_and_the_burst_scenario(pipeline_factory, promtool):
             got_waiting = {
                 topic: {
                     p: values[("rowstream_waiting_updates", topic, p)]
-                    for p in range(pipeline.partitions)
+                    for p in pipeline.partitions_of(topic)
                 }
                 for topic in waiting
             }
@@ -120,7 +122,7 @@ async def test_lag_metrics_and_the_burst_scenario(pipeline_factory, promtool):
         second = worst_time_lag(values)
         assert all(
             values[("rowstream_time_lag_seconds", INTERNAL, p)] == 0
-            for p in range(pipeline.partitions)
+            for p in pipeline.partitions_of(INTERNAL)
             if p not in held_partitions
         )
         check = subprocess.run(

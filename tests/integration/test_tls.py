@@ -72,7 +72,7 @@ async def test_the_pipeline_runs_over_mutual_tls_with_the_hostname_checked(
                 partitions = (await lag.json())["partitions"] if lag.status == 200 else []
                 return (
                     ready.status == 200
-                    and len(partitions) == 2 * pipeline.partitions
+                    and len(partitions) == pipeline.partitions + pipeline.internal_partitions
                     and all(p["message_lag"] == 0 for p in partitions)
                 )
 

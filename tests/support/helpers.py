@@ -20,6 +20,7 @@ import orjson
 import psycopg2
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from app.kafka.names import INTERNAL
 from app.kafka.security import bootstrap_servers
 from app.model.partitioning import Layout
 from app.settings import even_shard_map
@@ -48,7 +49,8 @@ class Pipeline:
     env: dict[str, str]
     broker_url: str
     dsns: list[str]
-    partitions: int
+    partitions: int  # of the update topic
+    internal_partitions: int
     tmp: Path
     workers: list[Worker] = field(default_factory=list)
     ingests: list[Ingest] = field(default_factory=list)
@@ -63,11 +65,13 @@ class Pipeline:
         shards: int = 2,
         ports: dict[int, int] | None = None,
         prefix: str = "t",
+        internal_partitions: int = 4,
         **settings: str,
     ) -> Pipeline:
         """A pipeline of its own on a running broker and Postgres: unique topics (made here),
         consumer group and shard databases; ``settings`` become ROWSTREAM_* variables (``broker=``
-        points the pipeline at another broker than the stack's).
+        points the pipeline at another broker than the stack's). The internal topic has fewer
+        partitions than the update topic, so that a test mixing the two counts fails.
         ``ports`` sends a shard's connections to another port (a proxy the test owns)."""
         name = f"{prefix}{uuid.uuid4().hex[:10]}"
         databases = [f"{name}_shard{n}" for n in range(shards)]
@@ -84,6 +88,7 @@ class Pipeline:
                 "ROWSTREAM_BROKER": stack_broker.url,
                 "ROWSTREAM_SHARDS": ",".join(worker_dsns),
                 "ROWSTREAM_PARTITIONS": str(partitions),
+                "ROWSTREAM_INTERNAL_PARTITIONS": str(internal_partitions),
                 "ROWSTREAM_TOPIC_PREFIX": f"{name}-",
                 "ROWSTREAM_GROUP_ID": name,
                 "ROWSTREAM_API_KEYS": KEY,
@@ -97,6 +102,7 @@ class Pipeline:
             env["ROWSTREAM_BROKER"],
             [postgres.dsn(db) for db in databases],
             partitions,
+            internal_partitions,
             tmp,
         )
         pipeline.create_topics()
@@ -104,7 +110,12 @@ class Pipeline:
 
     @property
     def layout(self) -> Layout:
-        return Layout(self.partitions, even_shard_map(len(self.dsns)), len(self.dsns))
+        shards = len(self.dsns)
+        return Layout(self.partitions, self.internal_partitions, even_shard_map(shards), shards)
+
+    def partitions_of(self, name: str) -> range:
+        """The partitions of topic ``name`` (unprefixed)."""
+        return range(self.internal_partitions if name == INTERNAL else self.partitions)
 
     def topic(self, name: str) -> str:
         return f"{self.name}-{name}"
@@ -267,7 +278,7 @@ class Pipeline:
         try:
             return {
                 p: await consumer.committed(TopicPartition(self.topic(name), p)) or 0
-                for p in range(self.partitions)
+                for p in self.partitions_of(name)
             }
         finally:
             await consumer.stop()
@@ -277,7 +288,7 @@ class Pipeline:
     ) -> dict[int, int]:
         """Per partition, the updates held by a topic's records (from ``from_offsets``, if given):
         a record with a ``format`` (batch record, update batch) holds its ``updates``."""
-        counts = {p: 0 for p in range(self.partitions)}
+        counts = {p: 0 for p in self.partitions_of(name)}
         for record in await self.read_topic(name):
             if from_offsets is None or record.offset >= from_offsets[record.partition]:
                 counts[record.partition] += updates_held(record.value)
@@ -285,7 +296,7 @@ class Pipeline:
 
     async def end_offsets(self, name: str) -> dict[int, int]:
         """High watermark of each partition, from fetch responses."""
-        counts = {p: 0 for p in range(self.partitions)}
+        counts = {p: 0 for p in self.partitions_of(name)}
         for record in await self.read_topic(name):
             counts[record.partition] = max(counts[record.partition], record.offset + 1)
         return counts

@@ -22,7 +22,7 @@ def test_a_lag_sample_totals_topics_and_shards():
         PartitionLag("p-rowstream-by-subscription", 2, 9, 4, 990.0, updates=400),
         PartitionLag("p-rowstream-by-subscription", 3, 3, 1, 995.0),
     ]
-    sample = lag_sample(lags, lambda p: p // 2, lambda t: t.removeprefix("p-"), now)
+    sample = lag_sample(lags, lambda topic, p: p // 2, lambda t: t.removeprefix("p-"), now)
     assert sample["topics"] == {
         "subscription-updates": {"message_lag": 0, "waiting_updates": 0, "time_lag_seconds": 0.0},
         "rowstream-by-subscription": {

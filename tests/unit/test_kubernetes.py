@@ -137,8 +137,8 @@ def test_resources_grace_and_autoscaling_bounds():
     session = float(manifests()["ConfigMap"]["data"]["ROWSTREAM_SESSION_TIMEOUT"])
     assert pod["terminationGracePeriodSeconds"] > session  # a stop finishes before a kill
     scaled = manifests()["ScaledObject"]["spec"]
-    partitions = int(manifests()["ConfigMap"]["data"]["ROWSTREAM_PARTITIONS"])
-    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= partitions
+    internal = int(manifests()["ConfigMap"]["data"]["ROWSTREAM_INTERNAL_PARTITIONS"])
+    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= internal
     assert scaled["scaleTargetRef"]["name"] == manifests()["Deployment"]["metadata"]["name"]
     queries = [t["metadata"]["query"] for t in scaled["triggers"]]
     assert any("rowstream_time_lag_seconds" in q for q in queries)

@@ -21,7 +21,7 @@ def test_per_shard_totals_add_waiting_updates_and_take_the_worst_time_lag():
         PartitionLag("t", 1, 4, 0, 3.0),
         PartitionLag("t", 2, 9, 9, None, updates=0),
     ]
-    totals = per_shard_totals(lags, lambda partition: partition // 2, now=5.0)
+    totals = per_shard_totals(lags, lambda topic, partition: partition // 2, now=5.0)
     assert totals == [
         {
             "topic": "t",

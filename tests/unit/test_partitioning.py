@@ -33,17 +33,20 @@ SUB = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 
 
 @pytest.mark.parametrize(
-    "partitions, shards, app_id, shard, source, target",
+    "partitions, internal, shards, app_id, shard, source, target",
     [
-        (24, 2, "0f8fad5b-d9cb-469f-a165-70867728950e", 0, 9, 5),
-        (24, 2, "80000000-0000-4000-8000-000000000002", 1, 19, 17),
-        (24, 2, "ff8fad5b-d9cb-469f-a165-70867728950e", 1, 17, 17),
-        (720, 4, "0f8fad5b-d9cb-469f-a165-70867728950e", 0, 129, 29),
-        (720, 4, "ff8fad5b-d9cb-469f-a165-70867728950e", 3, 629, 569),
+        (24, 24, 2, "0f8fad5b-d9cb-469f-a165-70867728950e", 0, 9, 5),
+        (24, 24, 2, "80000000-0000-4000-8000-000000000002", 1, 19, 17),
+        (24, 24, 2, "ff8fad5b-d9cb-469f-a165-70867728950e", 1, 17, 17),
+        (720, 720, 4, "0f8fad5b-d9cb-469f-a165-70867728950e", 0, 129, 29),
+        (720, 720, 4, "ff8fad5b-d9cb-469f-a165-70867728950e", 3, 629, 569),
+        (720, 48, 4, "0f8fad5b-d9cb-469f-a165-70867728950e", 0, 129, 5),
+        (720, 48, 4, "ff8fad5b-d9cb-469f-a165-70867728950e", 3, 629, 41),
+        (720, 24, 2, "80000000-0000-4000-8000-000000000002", 1, 451, 17),
     ],
 )
-def test_golden_partitions(partitions, shards, app_id, shard, source, target):
-    layout = Layout(partitions, even_shard_map(shards), shards)
+def test_golden_partitions(partitions, internal, shards, app_id, shard, source, target):
+    layout = Layout(partitions, internal, even_shard_map(shards), shards)
     assert layout.shard_of_app(app_id) == shard
     assert layout.source_partition(app_id) == source
     assert layout.target_partition(app_id, SUB) == target
@@ -58,26 +61,44 @@ def test_even_map_gives_contiguous_equal_runs():
 
 
 def test_first_byte_decides_the_shard_whatever_the_case():
-    layout = Layout(24, even_shard_map(2), 2)
+    layout = Layout(24, 24, even_shard_map(2), 2)
     assert layout.shard_of_app("7FFFFFFF-0000-0000-0000-000000000000") == 0
     assert layout.shard_of_app("80000000-0000-0000-0000-000000000000") == 1
 
 
-@pytest.mark.parametrize("partitions, shards", [(24, 2), (24, 3), (720, 4), (720, 6), (8, 8)])
-def test_every_key_lands_inside_its_shards_block(partitions, shards):
-    layout = Layout(partitions, even_shard_map(shards), shards)
-    assert layout.block * shards == partitions
+@pytest.mark.parametrize(
+    "partitions, internal, shards",
+    [(24, 24, 2), (24, 6, 3), (720, 48, 4), (720, 720, 6), (8, 16, 8)],
+)
+def test_every_key_lands_inside_its_shards_block(partitions, internal, shards):
+    layout = Layout(partitions, internal, even_shard_map(shards), shards)
+    assert layout.source.block * shards == partitions
+    assert layout.internal.block * shards == internal
     for n in range(2000):
         app_id = f"{n % 256:02x}{n:06x}-0000-4000-8000-{n:012x}"
         shard = layout.shard_of_app(app_id)
-        for partition in (layout.source_partition(app_id), layout.target_partition(app_id, SUB)):
-            assert partition in layout.partitions_of_shard(shard)
-            assert layout.shard_of_partition(partition) == shard
+        for blocks, partition in (
+            (layout.source, layout.source_partition(app_id)),
+            (layout.internal, layout.target_partition(app_id, SUB)),
+        ):
+            assert partition in blocks.partitions_of(shard)
+            assert blocks.shard_of(partition) == shard
+
+
+def test_a_block_added_to_the_internal_topic_for_a_new_shard_moves_no_row():
+    """Room for adding a shard (12 internal partitions per shard by default): with the third
+    shard's block appended, a row of shard 0 or 1 keeps its internal partition."""
+    before = Layout(24, 24, even_shard_map(2), 2)
+    slots = list(before.slot_map)  # the new shard owns no slot yet
+    after = Layout(24, 36, slots, 3)
+    for n in range(2000):
+        app_id, sub = f"{n % 256:02x}{n:06x}-0000-4000-8000-{n:012x}", f"{n:08x}-1-4-8-0"
+        assert after.target_partition(app_id, sub) == before.target_partition(app_id, sub)
 
 
 def test_explicit_map_moves_one_slot():
     slots = parse_shard_map("00-7f=0,80-fe=1,ff=0", 2)
-    layout = Layout(24, slots, 2)
+    layout = Layout(24, 24, slots, 2)
     assert layout.shard_of_app("ff8fad5b-d9cb-469f-a165-70867728950e") == 0
     assert layout.shard_of_app("fe8fad5b-d9cb-469f-a165-70867728950e") == 1
 
