@@ -209,6 +209,16 @@ class Consumer(faust_aiokafka.Consumer):
             if tp.topic in changelogs:
                 self._read_offset[tp] = offset if offset else None
 
+    def fetched_end(self, tp: TP) -> tuple[int | None, float]:
+        """The log end offset (high watermark) of ``tp`` in this worker's last fetch response
+        for it, and when that response came (epoch seconds; 0.0: none yet). aiokafka updates both
+        for every response naming the partition, with records or without."""
+        consumer = self._thread._ensure_consumer()
+        try:
+            return consumer.highwater(tp), (consumer.last_poll_timestamp(tp) or 0) / 1000.0
+        except AssertionError:  # not (or no longer) assigned
+            return None, 0.0
+
     def hold(self, topic: str, partitions: Collection[int]) -> None:
         """Pause the partitions of ``topic`` among ``partitions`` that this worker owns."""
         self.pause_partitions(self._owned(topic, partitions))

@@ -5,6 +5,7 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.errors import ConsumerStoppedError
 
 from app.observe.lag_monitor import LagMonitor
@@ -112,3 +113,22 @@ async def test_any_other_key_error_is_not_taken_for_a_refused_login():
     monitor.refresh = refresh
     with pytest.raises(KeyError):
         await asyncio.wait_for(monitor.tick(), 5)
+
+
+def test_only_partitions_seen_caught_up_lately_are_settled_without_a_fetch():
+    tp = [TopicPartition("t", n) for n in range(5)]
+    seen = {  # the worker's own consumer: (log end in its last fetch response, when)
+        tp[0]: (40, 100.0),  # caught up, seen lately: settled
+        tp[1]: (41, 100.0),  # a record waits
+        tp[2]: (40, 10.0),  # caught up, but seen too long ago (e.g. its fetches stopped)
+        tp[3]: (None, 0.0),  # never fetched yet
+        tp[4]: (0, 100.0),  # empty partition, nothing ever committed: read to be sure
+    }
+    monitor = LagMonitor(
+        app=SimpleNamespace(unit_consumer=SimpleNamespace(fetched_end=seen.__getitem__)),
+        topics=None,
+        settings=SimpleNamespace(lag_interval=1.0),
+        broker=None,
+    )
+    committed = {tp[0]: 40, tp[1]: 40, tp[2]: 40, tp[3]: 40, tp[4]: None}
+    assert monitor._settled(tp, committed, since=98.0) == {tp[0]: 40}
