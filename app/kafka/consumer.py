@@ -59,6 +59,16 @@ For every topic, two per-message costs of the framework are removed:
    faults``, SIGKILL ×3: 4 minutes of "No event received for active tp"). ``Consumer.seek_wait``
    moves the read offset of changelog partitions with the seek, as ``seek`` does.
 
+10. **A fetch that outlives a rebalance puts its records back.** Faust runs the consumer's calls
+    on a thread, two at a time, and a call keeps running when the drain loop that asked for it is
+    cancelled at a rebalance. aiokafka's ``fetched_records`` waits out the reassignment and then
+    takes records of the *new* generation, for a caller that is gone: their positions move on and
+    nobody sees them. A table's changelog read that way is lost to its recovery, which Faust had
+    just seeked back to 0 (``make test`` in CI: SIGKILL ×3, "No event received for active tp",
+    the worker's agents stopped for good). So ``ConsumerThread._fetch_records`` seeks every
+    partition back to its first record and returns nothing when the assignment changed during
+    the call or the flow is stopped (the caller drops such records).
+
 And one of aiokafka's producer:
 
 7. **The topic's partition set.** ``ClusterMetadata.partitions_for_topic`` builds a new set of a
@@ -134,6 +144,25 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_min_bytes = FETCH_MIN_BYTES
         return consumer
 
+    async def _fetch_records(
+        self,
+        consumer: aiokafka.AIOKafkaConsumer,
+        active_partitions: Any,
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        """Faust's fetch call, whose records go back to the consumer when it outlived a
+        rebalance or returns while the flow is stopped (rule 10)."""
+        assignment = consumer._subscription.subscription.assignment
+        records = await super()._fetch_records(consumer, active_partitions, timeout, max_records)
+        if records and (
+            consumer._subscription.subscription.assignment is not assignment
+            or not self.consumer.flow_active
+        ):
+            put_back(consumer, records)
+            return {}
+        return records
+
     async def _commit(self, offsets: Any) -> bool:
         """Faust 0.15.3's ``_commit`` with the assignment taken once (rule 6)."""
         consumer = self._ensure_consumer()
@@ -158,6 +187,15 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             await self.crash(exc)
             return False
         return True
+
+
+def put_back(consumer: Any, records: Mapping[Any, list]) -> None:
+    """Move each partition's position back to the first of ``records`` (nothing was consumed);
+    a partition no longer assigned is left to its next owner."""
+    assigned = consumer.assignment()
+    for tp, fetched in records.items():
+        if fetched and tp in assigned:
+            consumer.seek(tp, fetched[0].offset)
 
 
 class Consumer(faust_aiokafka.Consumer):

@@ -4,6 +4,7 @@ loop's guard and hand-over; the commit and the producer's partition sets against
 aiokafka's own."""
 
 import asyncio
+import contextlib
 import random
 from types import SimpleNamespace
 
@@ -399,3 +400,65 @@ async def test_recovery_rereads_a_changelog_it_had_read_as_a_standby():
     consumer.highwater = lambda tp: 100
     got = [message.offset async for _, message in consumer.getmany(1.0)]
     assert got == [0, 1, 2]  # delivered, not dropped as already read
+
+
+class FetchingConsumer:
+    """An aiokafka consumer as Faust's fetch call sees it; ``during`` runs while the fetch waits
+    (what a rebalance, on the other side of the thread, does meanwhile)."""
+
+    def __init__(self, fetched, assigned, during=lambda consumer: None):
+        self._closed, self.sought = False, []
+        self._subscription = SimpleNamespace(subscription=SimpleNamespace(assignment=object()))
+        self.assigned = assigned
+        consumer = self
+
+        class Subscriptions:
+            @staticmethod
+            def fetch_context():
+                return contextlib.nullcontext()
+
+        async def fetched_records(partitions, timeout, max_records):
+            during(consumer)
+            return fetched
+
+        self._fetcher = SimpleNamespace(
+            _closed=False, _subscriptions=Subscriptions, fetched_records=fetched_records
+        )
+
+    def assignment(self):
+        return set(self.assigned)
+
+    def seek(self, tp, offset):
+        self.sought.append((tp, offset))
+
+
+def reassigned(consumer):
+    consumer._subscription.subscription.assignment = object()  # aiokafka: a new Assignment
+
+
+async def test_a_fetch_that_outlived_a_rebalance_puts_its_records_back():
+    """Rule 10: records a fetch took after its assignment changed (its caller was cancelled at
+    the rebalance) or while the flow is stopped go back, position by position; none is lost to
+    a caller that is gone."""
+    thread = make_consumer()._thread
+    assert type(thread) is rowstream.ConsumerThread
+    changelog, gone = TopicPartition("t-changelog", 0), TopicPartition(UNITS, 1)
+    fetched = {changelog: records(0, 0, 67, changelog.topic), gone: records(1, 5, 9)}
+
+    steady = FetchingConsumer(fetched, {changelog, gone})
+    assert await thread._fetch_records(steady, {changelog}, 1.0, 2000) == fetched
+    assert steady.sought == []
+
+    faust_own = AIOKafkaConsumerThread._fetch_records
+    lost = FetchingConsumer(fetched, {changelog}, during=reassigned)
+    assert await faust_own(thread, lost, {changelog}, 1.0, 2000) == fetched  # taken for nobody
+    rebalanced = FetchingConsumer(fetched, {changelog}, during=reassigned)
+    assert await thread._fetch_records(rebalanced, {changelog}, 1.0, 2000) == {}
+    assert rebalanced.sought == [(changelog, 0)]  # `gone` is its next owner's to read
+
+    def stop_flow(consumer):
+        thread.consumer.flow_active = False
+
+    stopped = FetchingConsumer(fetched, {changelog, gone}, during=stop_flow)
+    assert await thread._fetch_records(stopped, {changelog}, 1.0, 2000) == {}
+    assert sorted(stopped.sought) == [(changelog, 0), (gone, 5)]
