@@ -48,6 +48,7 @@ from tests.support.helpers import AUTH, KEY, Pipeline, rss_bytes
 
 SHARDS = 2
 APPS = 100
+SEED_PARTITIONS = 720  # the update topic of the system this project grew from (issue 19)
 
 
 def say(text: str) -> None:
@@ -180,6 +181,8 @@ class Bench:
         low = next((t for t, d in samples if d >= 0.1 * total), None)
         high = next((t for t, d in samples if d >= 0.9 * total), None)
         result: dict[str, Any] = {"drained": done, "seconds": round(last[0], 1)}
+        if first is not None:  # the workers start with the measurement
+            result["start_to_first_row_s"] = round(first[0], 1)
         result["events_per_s"] = 0
         if first is not None and done and last[0] > first[0]:
             result["first_row_to_final_per_s"] = round(total / (last[0] - first[0]))
@@ -641,6 +644,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "baseline": ("baseline (naive, 1 worker)", lambda: bench.naive(uniform)),
             "uniform1": ("uniform, 1 worker", lambda: bench.rowstream(uniform, 1)),
             "uniform2": ("uniform, 2 workers", lambda: bench.rowstream(uniform, 2)),
+            "seed1": (
+                f"uniform at {SEED_PARTITIONS} partitions, 1 worker",
+                lambda: bench.rowstream(uniform, 1, SEED_PARTITIONS),
+            ),
+            "seed2": (
+                f"uniform at {SEED_PARTITIONS} partitions, 2 workers",
+                lambda: bench.rowstream(uniform, 2, SEED_PARTITIONS),
+            ),
             "hot1": ("hot row (half on one row), 1 worker", lambda: bench.rowstream(hot, 1)),
             "hot": ("hot row (half on one row), 2 workers", lambda: bench.rowstream(hot, 2)),
             "ingest": ("ingest, 1 process", bench.ingest),
@@ -671,6 +682,8 @@ def table(results: dict[str, Any]) -> str:
         notes = "" if figures.get("drained", True) else "NOT drained within the timeout"
         if "rss_mb" in figures:
             notes = f"worker RSS {figures['rss_mb']} MB {notes}".strip()
+        if "start_to_first_row_s" in figures:
+            notes = f"start to 1st row {figures['start_to_first_row_s']} s; {notes}"
         ratio = f"{figures['events_per_s'] / baseline:>10.1f}x" if baseline else f"{'n/a':>11}"
         cpu = " ".join(
             f"{figures.get(f'{part}_cpu_us', 'n/a'):>8}"
@@ -680,6 +693,14 @@ def table(results: dict[str, Any]) -> str:
             f"{name:<40} {figures['events_per_s']:>10,} {ratio} "
             f"{figures.get('first_row_to_final_per_s', 0):>10,} {cpu:>38}  {notes}"
         )
+    partitions = results["settings"]["partitions"]
+    for workers in (1, 2):
+        plural = "worker" if workers == 1 else "workers"
+        base = results.get(f"uniform, {workers} {plural}", {}).get("events_per_s")
+        seed = results.get(f"uniform at {SEED_PARTITIONS} partitions, {workers} {plural}", {})
+        if base and seed.get("events_per_s"):
+            label = f"{SEED_PARTITIONS} / {partitions} partitions, {workers} {plural}"
+            lines.append(f"{label:<40} {seed['events_per_s'] / base:>10.2f}")
     if "ingest, 1 process" in results:
         ingest = results["ingest, 1 process"]
         for name, label in (("patch", "single PATCH"), ("post100", "POST of 100"),
@@ -731,7 +752,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000, help="events per throughput case")
     parser.add_argument("--rows", type=int, default=100_000, help="rows they are spread over")
-    parser.add_argument("--partitions", type=int, default=24, help="partitions per topic")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=24,
+        help=f"partitions of the update topic (the seed cases: {SEED_PARTITIONS})",
+    )
     parser.add_argument("--footprint-partitions", type=int, default=720)
     parser.add_argument("--ingest-seconds", type=float, default=20.0, help="each wrk run")
     parser.add_argument("--e2e-seconds", type=float, default=60.0, help="the end-to-end run")
@@ -747,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--cases",
-        default="baseline,uniform1,uniform2,hot1,hot,ingest,http,footprint,burst",
+        default="baseline,uniform1,uniform2,seed1,seed2,hot1,hot,ingest,http,footprint,burst",
         help="which cases, comma-separated",
     )
     parser.add_argument(

@@ -1,6 +1,7 @@
-"""Smoke run of `make bench` (tiny sizes): every case but the hot-row ones (the code of the
-uniform ones with other data: coalescing a hot row is tested in tests/unit/test_coalesce.py and
-the end-to-end test) runs and reports a figure; the burst chart is a PNG."""
+"""Smoke run of `make bench` (tiny sizes): every case but the hot-row and 720-partition ones (the
+code of the uniform ones with other data or another partition count: coalescing a hot row is
+tested in tests/unit/test_coalesce.py and the end-to-end test) runs and reports a figure; the
+burst chart is a PNG."""
 
 import json
 import subprocess
