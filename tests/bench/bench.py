@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import psycopg2
 from aiokafka import AIOKafkaProducer
 
@@ -325,19 +326,7 @@ class Bench:
             before = {"ingest": process_cpu(ingest.process.pid), **self.cpu([worker.process.pid])}
             lags: list[float] = []
             stop = asyncio.Event()
-
-            async def sample_lag() -> None:
-                async with aiohttp.ClientSession(headers=AUTH) as session:
-                    while not stop.is_set():
-                        async with session.get(
-                            f"http://127.0.0.1:{worker.web_port}/lag/"
-                        ) as response:
-                            if response.status == 200:
-                                parts = (await response.json())["partitions"]
-                                lags.append(max((p["time_lag_seconds"] for p in parts), default=0))
-                        await asyncio.sleep(0.5)
-
-            sampler = asyncio.create_task(sample_lag())
+            sampler = asyncio.create_task(sample_time_lag(worker.web_port, stop, lags))
             started = time.monotonic()
             ran = await asyncio.to_thread(
                 run_wrk, f"http://127.0.0.1:{ingest.port}", "updates.lua",
@@ -361,8 +350,58 @@ class Bench:
                 "request_p99_ms": ran.p99_ms,
                 "applied_updates_per_s": round(applied["rows"] / (time.monotonic() - started)),
                 "drained_s_after_load": round(time.monotonic() - sent, 1),
-                "time_lag_p99_s": lags[int(0.99 * (len(lags) - 1))] if lags else None,
-                "time_lag_max_s": lags[-1] if lags else None,
+                "time_lag_p99_s": percentile(lags, 0.99),
+                "time_lag_max_s": percentile(lags, 1.0),
+                **applied,
+            }
+        finally:
+            pipeline.stop_all()
+
+    async def steady(self) -> dict[str, Any]:
+        """Nominal operation: wrk sends single PATCHes (every request a new row) at a steady
+        ``--steady-rate`` to 1 ingest process while 1 worker applies them. Each update's latency
+        is its row's ``updated_at`` (the shard transaction's start) less its ``received_at``
+        (the ingest tier's answer, in its record); the request's own latency is wrk's."""
+        a = self.args
+        pipeline = self.pipeline(a.partitions)
+        worker = pipeline.start_worker()
+        try:
+            ingest = pipeline.start_ingest()
+            await first_accepted(ingest.port)
+            await eventually_true(lambda: count_rows(pipeline) > 0, a.timeout, "first row")
+            assert ingest.process is not None and worker.process is not None
+            before = {"ingest": process_cpu(ingest.process.pid), **self.cpu([worker.process.pid])}
+            lags: list[float] = []
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(sample_time_lag(worker.web_port, stop, lags))
+            connections = 20
+            pace = {"ROWSTREAM_BENCH_DELAY_MS": f"{connections * 1000 / a.steady_rate:.1f}"}
+            ran = await asyncio.to_thread(
+                run_wrk, f"http://127.0.0.1:{ingest.port}", "updates.lua", a.steady_seconds,
+                connections, {"ROWSTREAM_BENCH_KEY": KEY, **pace},
+            )  # fmt: skip
+            applied = await all_applied(pipeline, ingest.port, a.timeout)
+            after = {"ingest": process_cpu(ingest.process.pid), **self.cpu([worker.process.pid])}
+            stop.set()
+            await sampler
+            lags.sort()
+            latencies = await update_latencies(pipeline)
+            updates = max(1, applied["rows"])
+            return {
+                "requests_per_s": round(ran.accepted_per_s),
+                "request_p50_ms": ran.p50_ms,
+                "request_p99_ms": ran.p99_ms,
+                "latency_p50_ms": percentile_ms(latencies, 0.50),
+                "latency_p99_ms": percentile_ms(latencies, 0.99),
+                "latency_max_ms": percentile_ms(latencies, 1.0),
+                "time_lag_p99_s": percentile(lags, 0.99),
+                "time_lag_max_s": percentile(lags, 1.0),
+                **{
+                    f"{part}_cpu_us_per_update": round(
+                        (after[part] - before[part]) / updates * 1e6, 1
+                    )
+                    for part in ("ingest", "worker", "broker", "postgres")
+                },
                 **applied,
             }
         finally:
@@ -561,6 +600,59 @@ async def all_applied(pipeline: Pipeline, port: int, timeout: float) -> dict[str
     return {"ingest_events": events, "rows": rows, "all_applied": rows == events}
 
 
+async def sample_time_lag(port: int, stop: asyncio.Event, lags: list[float]) -> None:
+    """Append the worst time lag the worker on ``port`` reports, every 0.5 s until ``stop``."""
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        while not stop.is_set():
+            async with session.get(f"http://127.0.0.1:{port}/lag/") as response:
+                if response.status == 200:
+                    parts = (await response.json())["partitions"]
+                    lags.append(max((p["time_lag_seconds"] for p in parts), default=0))
+            await asyncio.sleep(0.5)
+
+
+async def eventually_true(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {what} within {timeout:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+async def update_latencies(pipeline: Pipeline) -> list[float]:
+    """Seconds from each update's ``received_at`` to its row's ``updated_at``, sorted (the
+    steady case: every update is a row of its own)."""
+    received = {}
+    for record in await pipeline.read_topic("subscription-updates", timeout=120):
+        update = orjson.loads(record.value)
+        received[update["subscription_id"]] = update["received_at"]
+    latencies = []
+    for dsn in pipeline.dsns:
+        conn = psycopg2.connect(dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT subscription_id::text, extract(epoch FROM updated_at)"
+                    " FROM subscriptions"
+                )
+                for subscription, written in cur.fetchall():
+                    if subscription in received:
+                        latencies.append(float(written) - received[subscription])
+        finally:
+            conn.close()
+    return sorted(latencies)
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """The value below which ``share`` of sorted ``values`` lie (None if empty)."""
+    return values[int(share * (len(values) - 1))] if values else None
+
+
+def percentile_ms(values: list[float], share: float) -> float | None:
+    found = percentile(values, share)
+    return None if found is None else round(found * 1000, 1)
+
+
 def count_rows(pipeline: Pipeline) -> int:
     total = 0
     for dsn in pipeline.dsns:
@@ -657,6 +749,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "ingest": ("ingest, 1 process", bench.ingest),
             "http": ("end to end over HTTP, 1 ingest + 1 worker", bench.http),
             "footprint": ("footprint, 1 worker", bench.footprint),
+            "steady": (f"steady {args.steady_rate:,}/s over HTTP, 1 worker", bench.steady),
             "burst": ("burst, 2 workers", bench.burst),
         }
         for key in args.cases.split(","):
@@ -730,6 +823,19 @@ def table(results: dict[str, Any]) -> str:
             f"{http['worker_cpu_us_per_update']}, broker {http['broker_cpu_us_per_update']}, "
             f"Postgres {http['postgres_cpu_us_per_update']}"
         )
+    for name, steady in results.items():
+        if not name.startswith("steady ") or not isinstance(steady, dict):
+            continue
+        lines.append(
+            f"{name:<40} {steady['requests_per_s']:>10,} {'':>11}  requests/s; send to row "
+            f"written: request p99 {steady['request_p99_ms']} ms + answered to written p50 "
+            f"{steady['latency_p50_ms']} / p99 {steady['latency_p99_ms']} ms (max "
+            f"{steady['latency_max_ms']}); time lag p99 {steady['time_lag_p99_s']} s; CPU µs per "
+            f"update: ingest {steady['ingest_cpu_us_per_update']}, worker "
+            f"{steady['worker_cpu_us_per_update']}, broker {steady['broker_cpu_us_per_update']}, "
+            f"Postgres {steady['postgres_cpu_us_per_update']}; {steady['rows']:,} of "
+            f"{steady['ingest_events']:,} applied"
+        )
     if "footprint, 1 worker" in results:
         foot = results["footprint, 1 worker"]
         lines.append(
@@ -763,6 +869,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e-seconds", type=float, default=60.0, help="the end-to-end run")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to let a worker settle")
     parser.add_argument("--timeout", type=float, default=600.0, help="longest wait for one case")
+    parser.add_argument("--steady-rate", type=int, default=2_000, help="PATCHes/s, steady case")
+    parser.add_argument("--steady-seconds", type=float, default=60.0)
     parser.add_argument(
         "--burst-steady-rate", type=int, default=2_000, help="events/s around the burst"
     )
@@ -773,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--cases",
-        default="baseline,uniform1,uniform2,seed1,seed2,hot1,hot,ingest,http,footprint,burst",
+        default="baseline,uniform1,uniform2,seed1,seed2,hot1,hot,ingest,http,steady,footprint,burst",
         help="which cases, comma-separated",
     )
     parser.add_argument(
@@ -795,7 +903,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.quick:
         args.events, args.rows, args.ingest_seconds, args.settle = 3_000, 1_000, 2.0, 2.0
-        args.e2e_seconds = 3.0
+        args.e2e_seconds, args.steady_seconds, args.steady_rate = 3.0, 3.0, 200
         args.footprint_partitions, args.partitions, args.timeout = 48, 8, 120.0
         args.burst_steady_rate, args.burst_rate, args.burst_seconds = 200, 2_000, 3.0
         args.burst_steady_seconds = 3.0
