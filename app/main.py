@@ -84,6 +84,7 @@ if settings.otlp_endpoint:
 app = RowstreamApp(
     settings.group_id,  # the Kafka consumer group: renaming it is a migration
     group_offsets=GroupOffsets(broker, settings.group_id),
+    fetch_wait=settings.fetch_wait,
     broker=settings.broker,
     broker_credentials=broker.credentials,  # TLS and SASL, as every other connection
     origin="app",

@@ -206,6 +206,13 @@ class Settings(BaseModel):
         le=5,
         description="ROWSTREAM_FORWARD_LINGER: seconds a batch record waits to fill up",
     )
+    fetch_wait: float = Field(
+        0.25,
+        gt=0,
+        le=5,
+        description="ROWSTREAM_FETCH_WAIT: seconds a worker's fetch waits for new records "
+        "(a bound on each hop's wait in nominal operation)",
+    )
     pool_size: int = Field(
         4,
         ge=1,

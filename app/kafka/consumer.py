@@ -45,10 +45,10 @@ For every topic, two per-message costs of the framework are removed:
    to ``fetch_max_wait_ms`` (Faust asks for 1 byte and 1,500 ms). tansu does not answer such a
    fetch when records arrive meanwhile; it answers at the end of the wait. So at every quiet
    moment delivery paused for up to 1.5 s on both topics: a time lag floor of 2-3 s at 2,000
-   updates/s. ``ConsumerThread`` asks for ``FETCH_MAX_WAIT_MS`` (250 ms) and ``FETCH_MIN_BYTES``
-   (64 KiB): a record waits at most 250 ms for its fetch, and under moderate load a fetch still
-   gathers up to that long of records into one unit instead of returning each few records alone
-   (100 ms cost 15 % of the end-to-end HTTP rate for no lower time lag; make bench, http case).
+   updates/s. ``ConsumerThread`` asks for ``ROWSTREAM_FETCH_WAIT`` (default 250 ms) and
+   ``FETCH_MIN_BYTES`` (64 KiB): a record waits at most that long for its fetch, and under
+   moderate load a fetch still gathers that long of records into one unit instead of returning
+   each few records alone (the trade-off's figures: docs/benchmark.md).
 
 9. **Table recovery reads the changelog it seeks to.** Faust's recovery seeks a table's
    changelog partitions with ``seek_wait``, which, unlike Faust's ``seek``, leaves the read
@@ -140,7 +140,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         no setting to change it; the consumer keeps both until ``start()`` makes its fetcher, so
         they are set in between."""
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_wait_ms", FETCH_MAX_WAIT_MS)
         consumer._fetch_min_bytes = FETCH_MIN_BYTES
         return consumer
 
@@ -479,9 +479,16 @@ class RowstreamApp(faust.App):
     """A Faust app on rowstream's transport. ``group_offsets`` answers where the group starts each
     partition; ``deliver_in_units`` names the topics whose records travel as units."""
 
-    def __init__(self, *args: Any, group_offsets: GroupOffsets, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        group_offsets: GroupOffsets,
+        fetch_wait: float = FETCH_MAX_WAIT_MS / 1000,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.group_offsets = group_offsets
+        self.fetch_wait_ms = round(fetch_wait * 1000)  # rule 8
         self.unit_topics: dict[str, str] = {}  # topic name → label in logs and metrics
         self.add_service(group_offsets)
 

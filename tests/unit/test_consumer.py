@@ -462,3 +462,18 @@ async def test_a_fetch_that_outlived_a_rebalance_puts_its_records_back():
     stopped = FetchingConsumer(fetched, {changelog, gone}, during=stop_flow)
     assert await thread._fetch_records(stopped, {changelog}, 1.0, 2000) == {}
     assert sorted(stopped.sought) == [(changelog, 0), (gone, 5)]
+
+
+async def test_the_fetch_wait_is_the_setting():
+    app = rowstream.RowstreamApp(
+        "unit-test-wait",
+        group_offsets=GroupOffsets(Broker("kafka://127.0.0.1:1"), "g"),
+        fetch_wait=0.05,  # ROWSTREAM_FETCH_WAIT
+        broker="kafka://127.0.0.1:1",
+        web_enabled=False,
+    )
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert (consumer._fetch_max_wait_ms, consumer._fetch_min_bytes) == (50, 64 * 1024)
+    finally:
+        await consumer.stop()
