@@ -260,10 +260,11 @@ class Bench:
                 self.args.timeout,
             )
             result["rss_mb"] = max(rss_mb(w) for w in started)
-            return result
         finally:
             for worker in started:
                 worker.stop()
+        result["timer_warnings"] = sum(timer_warnings(w) for w in started)
+        return result
 
     async def ingest(self) -> dict[str, Any]:
         """The ingest tier as a new user runs it (the Procfile's ``web:`` command, one process),
@@ -715,6 +716,13 @@ def children(parent: int) -> list[int]:
     return found
 
 
+def timer_warnings(worker: Worker) -> int:
+    """mode's "Timer … is overlapping" warnings in the worker's log: a timer whose work took
+    longer than its interval."""
+    with open(worker.log_path, errors="replace") as log:
+        return sum("is overlapping" in line for line in log)
+
+
 def rss_mb(worker: Worker) -> float:
     assert worker.process is not None
     return round(rss_bytes(worker.process.pid) / 2**20, 1)
@@ -777,6 +785,8 @@ def table(results: dict[str, Any]) -> str:
             notes = f"worker RSS {figures['rss_mb']} MB {notes}".strip()
         if "start_to_first_row_s" in figures:
             notes = f"start to 1st row {figures['start_to_first_row_s']} s; {notes}"
+        if figures.get("timer_warnings"):
+            notes = f"{notes}; {figures['timer_warnings']} timer warnings"
         ratio = f"{figures['events_per_s'] / baseline:>10.1f}x" if baseline else f"{'n/a':>11}"
         cpu = " ".join(
             f"{figures.get(f'{part}_cpu_us', 'n/a'):>8}"
