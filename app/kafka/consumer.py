@@ -160,6 +160,12 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             or not self.consumer.flow_active
         ):
             put_back(consumer, records)
+            self.log.info(
+                "a fetch outlived a rebalance or the flow's stop: %d records of %d partitions "
+                "put back",
+                sum(len(fetched) for fetched in records.values()),
+                len(records),
+            )
             return {}
         return records
 
