@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +264,7 @@ class Bench:
         finally:
             for worker in started:
                 worker.stop()
-        result["timer_warnings"] = sum(timer_warnings(w) for w in started)
+        result["timer_warnings"] = dict(sum((timer_warnings(w) for w in started), Counter()))
         return result
 
     async def ingest(self) -> dict[str, Any]:
@@ -716,11 +717,16 @@ def children(parent: int) -> list[int]:
     return found
 
 
-def timer_warnings(worker: Worker) -> int:
-    """mode's "Timer … is overlapping" warnings in the worker's log: a timer whose work took
-    longer than its interval."""
+def timer_warnings(worker: Worker) -> Counter[str]:
+    """mode's "Timer … is overlapping" warnings in the worker's log, by timer: a timer whose
+    work took longer than its interval."""
+    found: Counter[str] = Counter()
     with open(worker.log_path, errors="replace") as log:
-        return sum("is overlapping" in line for line in log)
+        for line in log:
+            warned = re.search(r"Timer (\S+) is overlapping", line)
+            if warned:
+                found[warned.group(1)] += 1
+    return found
 
 
 def rss_mb(worker: Worker) -> float:
@@ -786,7 +792,8 @@ def table(results: dict[str, Any]) -> str:
         if "start_to_first_row_s" in figures:
             notes = f"start to 1st row {figures['start_to_first_row_s']} s; {notes}"
         if figures.get("timer_warnings"):
-            notes = f"{notes}; {figures['timer_warnings']} timer warnings"
+            warned = ", ".join(f"{n} × {name}" for name, n in figures["timer_warnings"].items())
+            notes = f"{notes}; timer warnings: {warned}"
         ratio = f"{figures['events_per_s'] / baseline:>10.1f}x" if baseline else f"{'n/a':>11}"
         cpu = " ".join(
             f"{figures.get(f'{part}_cpu_us', 'n/a'):>8}"
