@@ -477,3 +477,31 @@ async def test_the_fetch_wait_is_the_setting():
         assert (consumer._fetch_max_wait_ms, consumer._fetch_min_bytes) == (50, 64 * 1024)
     finally:
         await consumer.stop()
+
+
+async def test_the_commit_waits_after_each_commit_and_the_livelock_check_yields_per_100():
+    """Rule 11: Faust's commit timer and livelock check, paced so that neither overlaps itself
+    under load."""
+    consumer = make_consumer()
+    assert "_commit_handler" in type(consumer)._tasks[type(consumer)._get_class_id()]
+    events: list[str] = []
+
+    async def sleep(seconds):
+        events.append(f"sleep {seconds}")
+
+    async def commit():
+        events.append("commit")
+        if events.count("commit") == 3:
+            consumer._stopped.set()
+
+    consumer.sleep, consumer.commit, consumer.commit_interval = sleep, commit, 0.5
+    await asyncio.wait_for(rowstream.Consumer._commit_handler.fun(consumer), 5)
+    assert events == ["sleep 0.5", "commit"] * 3  # never a commit straight after a commit
+
+    consumer._stopped.clear()
+    events.clear()
+    checked = []
+    consumer.assignment = lambda: {TP("t", p) for p in range(250)}
+    consumer.verify_event_path = lambda now, tp: checked.append(tp)
+    await consumer.verify_all_partitions_active()
+    assert len(checked) == 250 and events == ["sleep 0", "sleep 0"]
