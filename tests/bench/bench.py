@@ -387,8 +387,11 @@ class Bench:
             lags: list[float] = []
             stop = asyncio.Event()
             sampler = asyncio.create_task(sample_time_lag(worker.web_port, stop, lags))
-            connections = 20
-            pace = {"ROWSTREAM_BENCH_DELAY_MS": f"{connections * 1000 / a.steady_rate:.1f}"}
+            # Each connection waits between its requests (wrk has no rate option): the rate is
+            # about connections / (delay + response time); 3 ms is the response time allowed.
+            connections = 100
+            delay_ms = max(0.0, connections * 1000 / a.steady_rate - 3)
+            pace = {"ROWSTREAM_BENCH_DELAY_MS": f"{delay_ms:.1f}"}
             ran = await asyncio.to_thread(
                 run_wrk, f"http://127.0.0.1:{ingest.port}", "updates.lua", a.steady_seconds,
                 connections, {"ROWSTREAM_BENCH_KEY": KEY, **pace},
