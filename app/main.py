@@ -18,7 +18,6 @@ from typing import Any
 
 import faust
 import mode.loop
-from faust.tables import TableManager as FaustTableManager
 
 from app import settings as settings_module
 from app.kafka.consumer import RowstreamApp
@@ -50,17 +49,6 @@ PRODUCER_BATCH_BYTES = 256 * 1024
 broker = broker_of(settings)
 
 layout = settings.layout
-
-
-class TableManager(FaustTableManager):
-    """Faust 0.15.3's table manager without the second it sleeps before it registers the tables:
-    every table is declared at import, before the worker starts, so a worker's first row comes a
-    second sooner (issue 19, start-up)."""
-
-    async def on_start(self) -> None:
-        if not self.should_stop:
-            await self._update_channels()
-            await self.recovery.start()
 
 
 class Worker(faust.Worker):
@@ -101,7 +89,6 @@ app = RowstreamApp(
     broker_credentials=broker.credentials,  # TLS and SASL, as every other connection
     origin="app",
     Worker=Worker,
-    TableManager=TableManager,
     datadir=settings.data_dir or str(Path(".local") / f"worker-{settings.web_port}"),
     store="memory://",
     # tansu has no idempotent producer or transactions; the sink is idempotent instead.

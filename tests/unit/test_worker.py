@@ -1,12 +1,9 @@
-"""The worker class Faust starts: it logs at ROWSTREAM_LOG_LEVEL, whatever ``-l`` says; its table
-manager starts without Faust's one-second sleep."""
+"""The worker class Faust starts: it logs at ROWSTREAM_LOG_LEVEL, whatever ``-l`` says."""
 
-import asyncio
 import logging
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 CODE = """
 import asyncio
@@ -57,22 +54,3 @@ def test_a_bad_setting_stops_every_command_with_one_line_and_exit_code_2():
             "rowstream: configuration error: ROWSTREAM_PARTITIONS: Input should be a valid "
             "integer, unable to parse string as an integer"
         ], (command, done.stderr)
-
-
-async def test_the_table_manager_registers_the_tables_without_faust_s_one_second_sleep():
-    from app.main import TableManager, app
-
-    assert type(app.tables) is TableManager
-    calls: list[str] = []
-    manager = SimpleNamespace(
-        should_stop=False,
-        _update_channels=lambda: record(calls, "channels"),
-        recovery=SimpleNamespace(start=lambda: record(calls, "recovery")),
-        sleep=lambda seconds: record(calls, f"sleep {seconds}"),
-    )
-    await asyncio.wait_for(TableManager.on_start(manager), 1)
-    assert calls == ["channels", "recovery"]
-
-
-async def record(calls: list[str], what: str) -> None:
-    calls.append(what)
