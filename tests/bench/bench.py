@@ -33,7 +33,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -45,8 +45,8 @@ from app.model import events
 from app.settings import INTERNAL_PER_SHARD, Settings
 from deploy.local import Broker, Postgres, free_port
 from deploy.stack import ROOT, Ingest, Worker
-from tests.bench.wrkload import run_wrk
-from tests.support.helpers import AUTH, KEY, Pipeline, rss_bytes
+from tests.bench.wrkload import WrkResult, run_wrk
+from tests.support.helpers import AUTH, KEY, Pipeline, eventually, rss_bytes
 
 SHARDS = 2
 APPS = 100
@@ -55,6 +55,17 @@ SEED_PARTITIONS = 720  # the update topic of the system this project grew from (
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+class HttpRun(NamedTuple):
+    """What ``Bench.over_http`` measured."""
+
+    wrk: WrkResult
+    applied: dict[str, Any]  # ingest_events, rows, all_applied
+    lags: list[float]  # the worker's worst time lag, every 0.5 s, sorted
+    cpu_per_update: dict[str, float]  # <part>_cpu_us_per_update
+    seconds: float  # from wrk's start to every accepted update applied
+    drained_s: float  # from wrk's end to every accepted update applied
 
 
 class Bench:
@@ -331,41 +342,17 @@ class Bench:
         at full speed while 1 worker applies them; the worker's time lag sampled meanwhile;
         then every accepted update must be applied."""
         pipeline = self.pipeline(self.args.partitions)
-        worker = pipeline.start_worker()
         try:
-            ingest = pipeline.start_ingest()
-            await first_accepted(ingest.port)
-            assert ingest.process is not None and worker.process is not None
-            before = {"ingest": process_cpu(ingest.process.pid), **self.cpu([worker.process.pid])}
-            lags: list[float] = []
-            stop = asyncio.Event()
-            sampler = asyncio.create_task(sample_time_lag(worker.web_port, stop, lags))
-            started = time.monotonic()
-            ran = await asyncio.to_thread(
-                run_wrk, f"http://127.0.0.1:{ingest.port}", "updates.lua",
-                self.args.e2e_seconds, 64, {"ROWSTREAM_BENCH_KEY": KEY},
-            )  # fmt: skip
-            sent = time.monotonic()
-            applied = await all_applied(pipeline, ingest.port, self.args.timeout)
-            after = {"ingest": process_cpu(ingest.process.pid), **self.cpu([worker.process.pid])}
-            stop.set()
-            await sampler
-            lags.sort()
-            updates = max(1, applied["rows"])
+            run = await self.over_http(pipeline, self.args.e2e_seconds, 64, {})
             return {
-                **{
-                    f"{part}_cpu_us_per_update": round(
-                        (after[part] - before[part]) / updates * 1e6, 1
-                    )
-                    for part in ("ingest", "worker", "broker", "postgres")
-                },
-                "accepted_requests_per_s": round(ran.accepted_per_s),
-                "request_p99_ms": ran.p99_ms,
-                "applied_updates_per_s": round(applied["rows"] / (time.monotonic() - started)),
-                "drained_s_after_load": round(time.monotonic() - sent, 1),
-                "time_lag_p99_s": percentile(lags, 0.99),
-                "time_lag_max_s": percentile(lags, 1.0),
-                **applied,
+                **run.cpu_per_update,
+                "accepted_requests_per_s": round(run.wrk.accepted_per_s),
+                "request_p99_ms": run.wrk.p99_ms,
+                "applied_updates_per_s": round(run.applied["rows"] / run.seconds),
+                "drained_s_after_load": run.drained_s,
+                "time_lag_p99_s": percentile(run.lags, 0.99),
+                "time_lag_max_s": percentile(run.lags, 1.0),
+                **run.applied,
             }
         finally:
             pipeline.stop_all()
@@ -377,51 +364,83 @@ class Bench:
         (the ingest tier's answer, in its record); the request's own latency is wrk's."""
         a = self.args
         pipeline = self.pipeline(a.partitions)
-        worker = pipeline.start_worker()
         try:
-            ingest = pipeline.start_ingest()
-            await first_accepted(ingest.port)
-            await eventually_true(lambda: count_rows(pipeline) > 0, a.timeout, "first row")
-            assert ingest.process is not None and worker.process is not None
-            before = {"ingest": process_cpu(ingest.process.pid), **self.cpu([worker.process.pid])}
-            lags: list[float] = []
-            stop = asyncio.Event()
-            sampler = asyncio.create_task(sample_time_lag(worker.web_port, stop, lags))
             # Each connection waits between its requests (wrk has no rate option): the rate is
             # about connections / (delay + response time); 3 ms is the response time allowed.
             connections = 100
             delay_ms = max(0.0, connections * 1000 / a.steady_rate - 3)
             pace = {"ROWSTREAM_BENCH_DELAY_MS": f"{delay_ms:.1f}"}
-            ran = await asyncio.to_thread(
-                run_wrk, f"http://127.0.0.1:{ingest.port}", "updates.lua", a.steady_seconds,
-                connections, {"ROWSTREAM_BENCH_KEY": KEY, **pace},
-            )  # fmt: skip
-            applied = await all_applied(pipeline, ingest.port, a.timeout)
-            after = {"ingest": process_cpu(ingest.process.pid), **self.cpu([worker.process.pid])}
-            stop.set()
-            await sampler
-            lags.sort()
+            run = await self.over_http(
+                pipeline, a.steady_seconds, connections, pace, after_first_row=True
+            )
             latencies = await update_latencies(pipeline)
-            updates = max(1, applied["rows"])
             return {
-                "requests_per_s": round(ran.accepted_per_s),
-                "request_p50_ms": ran.p50_ms,
-                "request_p99_ms": ran.p99_ms,
+                "requests_per_s": round(run.wrk.accepted_per_s),
+                "request_p50_ms": run.wrk.p50_ms,
+                "request_p99_ms": run.wrk.p99_ms,
                 "latency_p50_ms": percentile_ms(latencies, 0.50),
                 "latency_p99_ms": percentile_ms(latencies, 0.99),
                 "latency_max_ms": percentile_ms(latencies, 1.0),
-                "time_lag_p99_s": percentile(lags, 0.99),
-                "time_lag_max_s": percentile(lags, 1.0),
-                **{
-                    f"{part}_cpu_us_per_update": round(
-                        (after[part] - before[part]) / updates * 1e6, 1
-                    )
-                    for part in ("ingest", "worker", "broker", "postgres")
-                },
-                **applied,
+                "time_lag_p99_s": percentile(run.lags, 0.99),
+                "time_lag_max_s": percentile(run.lags, 1.0),
+                **run.cpu_per_update,
+                **run.applied,
             }
         finally:
             pipeline.stop_all()
+
+    async def over_http(
+        self,
+        pipeline: Pipeline,
+        seconds: float,
+        connections: int,
+        env: dict[str, str],
+        after_first_row: bool = False,
+    ) -> HttpRun:
+        """1 worker and 1 ingest process on ``pipeline``; wrk sends single PATCHes (every request
+        a new row) for ``seconds`` (once a first row is written, if ``after_first_row``) while
+        the worker's time lag is sampled; then every accepted update must be applied."""
+        worker = pipeline.start_worker()
+        ingest = pipeline.start_ingest()
+        await first_accepted(ingest.port)
+        if after_first_row:
+
+            async def a_row() -> bool:
+                return count_rows(pipeline) > 0
+
+            await eventually(a_row, self.args.timeout, "the first row")
+        assert ingest.process is not None and worker.process is not None
+        pids = ingest.process.pid, worker.process.pid
+
+        def cpu() -> dict[str, float]:
+            return {"ingest": process_cpu(pids[0]), **self.cpu([pids[1]])}
+
+        before = cpu()
+        lags: list[float] = []
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(sample_time_lag(worker.web_port, stop, lags))
+        started = time.monotonic()
+        ran = await asyncio.to_thread(
+            run_wrk, f"http://127.0.0.1:{ingest.port}", "updates.lua", seconds, connections,
+            {"ROWSTREAM_BENCH_KEY": KEY, **env},
+        )  # fmt: skip
+        sent = time.monotonic()
+        applied = await all_applied(pipeline, ingest.port, self.args.timeout)
+        after = cpu()
+        stop.set()
+        await sampler
+        updates = max(1, applied["rows"])
+        return HttpRun(
+            ran,
+            applied,
+            sorted(lags),
+            {
+                f"{part}_cpu_us_per_update": round((after[part] - before[part]) / updates * 1e6, 1)
+                for part in ("ingest", "worker", "broker", "postgres")
+            },
+            time.monotonic() - started,
+            round(time.monotonic() - sent, 1),
+        )
 
     async def burst(self) -> dict[str, Any]:
         """Steady load, a burst, steady again (produced straight to the update topic at the given
@@ -625,14 +644,6 @@ async def sample_time_lag(port: int, stop: asyncio.Event, lags: list[float]) -> 
                     parts = (await response.json())["partitions"]
                     lags.append(max((p["time_lag_seconds"] for p in parts), default=0))
             await asyncio.sleep(0.5)
-
-
-async def eventually_true(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no {what} within {timeout:.0f} s")
-        await asyncio.sleep(0.2)
 
 
 async def update_latencies(pipeline: Pipeline) -> list[float]:
