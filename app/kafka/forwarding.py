@@ -123,9 +123,7 @@ class Forwarder:
         now, soonest = self._clock(), float("inf")
         for queue in self._batches.values():
             last = queue[-1]
-            if len(queue) > 1 or len(last.entries) >= self.max_updates:
-                return 0.0
-            if last.size >= self.max_bytes:
+            if len(queue) > 1 or self._full(last):
                 return 0.0
             soonest = min(soonest, last.opened + self.linger - now)
         return max(0.0, soonest)
@@ -152,11 +150,7 @@ class Forwarder:
             for partition in list(self._batches):
                 queue = self._batches[partition]
                 last = queue[-1]
-                due = (
-                    len(last.entries) >= self.max_updates
-                    or last.size >= self.max_bytes
-                    or now - last.opened >= self.linger
-                )
+                due = self._full(last) or now - last.opened >= self.linger
                 sending = queue if due else queue[:-1]
                 if due:
                     del self._batches[partition]
@@ -164,6 +158,9 @@ class Forwarder:
                     self._batches[partition] = [last]
                 for batch in sending:
                     await self._send_batch(partition, batch)
+
+    def _full(self, batch: _Batch) -> bool:
+        return len(batch.entries) >= self.max_updates or batch.size >= self.max_bytes
 
     async def _send_batch(self, partition: int, batch: _Batch) -> None:
         waiters = batch.waiters
