@@ -26,8 +26,9 @@ unit: $(STAMP)
 integration: $(STAMP) test-deps
 	$(PY) -m pytest tests/integration
 
+# `make faults PARTITIONS=720` runs the scenarios at the seed's scale (tests/integration/conftest.py).
 faults: $(STAMP) test-deps
-	$(PY) -m pytest -m faults -s tests/integration
+	TEST_PARTITIONS=$(PARTITIONS) $(PY) -m pytest -m faults -s tests/integration
 
 # rowstream against the naive pipeline; figures printed and written to .local/bench/bench.json.
 # `make bench ARGS=--quick` is the tiny run of the smoke test; `ARGS=--help` lists the options.

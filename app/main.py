@@ -24,6 +24,7 @@ from app.kafka.consumer import RowstreamApp
 from app.kafka.forwarding import Forwarder
 from app.kafka.offsets import GroupOffsets
 from app.kafka.security import BrokerRefused, broker_of, check_access
+from app.kafka.topic_setup import TopicError, check_topics
 from app.kafka.topics import Topics
 from app.model import events
 from app.model.deadletter import for_rejected
@@ -66,13 +67,15 @@ class Worker(faust.Worker):
         )
 
     async def on_first_start(self) -> None:
-        """First, the broker and the shards: an untrusted certificate, a wrong hostname or a
-        refused login stop the worker with one line and exit code 2 (``check_access`` of
-        ``app.kafka.security`` and ``app.sink.shards``)."""
+        """First, the broker, the topics and the shards: an untrusted certificate, a wrong
+        hostname, a refused login, a missing topic or one with another partition count than the
+        settings give it stop the worker with one line and exit code 2 (``check_access`` of
+        ``app.kafka.security`` and ``app.sink.shards``, ``check_topics``)."""
         try:
             await check_access(broker)
+            await check_topics(broker, wanted_topics())
             await shards.check_access()
-        except (BrokerRefused, ShardRefused) as exc:
+        except (BrokerRefused, ShardRefused, TopicError) as exc:
             print(f"rowstream: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
         await super().on_first_start()
@@ -126,6 +129,15 @@ app = RowstreamApp(
 )
 
 topics = Topics(app, settings)
+
+
+def wanted_topics() -> dict[str, int]:
+    """Every topic the worker reads or writes (changelogs included) → its partition count: what
+    ``create-topics`` makes and the worker checks at start."""
+    wanted = {topic.get_topic_name(): topic.partitions for topic in topics.own}
+    for table_ in app.tables.values():
+        wanted[table_.changelog_topic.get_topic_name()] = table_.partitions or settings.partitions
+    return wanted
 
 # The shard pools live as long as the worker; the sink and the read views share them.
 shards = Shards(settings.shards, settings.pool_size)

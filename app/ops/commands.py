@@ -31,21 +31,13 @@ from faust.cli import AppCommand, argument, option
 from app.ingest import auth, keys
 from app.kafka.names import DEAD_LETTERS, INTERNAL, UPDATES
 from app.kafka.topic_setup import TopicError, ensure_topics
-from app.main import app, broker, layout, settings, topics
+from app.main import app, broker, layout, settings, wanted_topics
 from app.model import events
 from app.ops.inspection import Filter, Seen, parse_time, top_talkers, unbatch
 from app.ops.reader import ReadError, read
 from app.ops.render import table
 
 TOPICS = {"updates": UPDATES, "internal": INTERNAL, "dead-letters": DEAD_LETTERS}
-
-
-def wanted_topics() -> dict[str, int]:
-    """Every topic the app reads or writes (changelogs included) → its partition count."""
-    wanted = {topic.get_topic_name(): topic.partitions for topic in topics.own}
-    for table_ in app.tables.values():
-        wanted[table_.changelog_topic.get_topic_name()] = table_.partitions or settings.partitions
-    return wanted
 
 
 def _interrupted(fun):

@@ -40,6 +40,7 @@ import orjson
 import psycopg2
 from aiokafka import AIOKafkaProducer
 
+from app.kafka.names import INTERNAL
 from app.kafka.security import bootstrap_servers
 from app.model import events
 from app.settings import INTERNAL_PER_SHARD, Settings
@@ -378,9 +379,13 @@ class Bench:
                 "requests_per_s": round(run.wrk.accepted_per_s),
                 "request_p50_ms": run.wrk.p50_ms,
                 "request_p99_ms": run.wrk.p99_ms,
-                "latency_p50_ms": percentile_ms(latencies, 0.50),
-                "latency_p99_ms": percentile_ms(latencies, 0.99),
-                "latency_max_ms": percentile_ms(latencies, 1.0),
+                "latency_p50_ms": percentile_ms(latencies.written, 0.50),
+                "latency_p99_ms": percentile_ms(latencies.written, 0.99),
+                "latency_max_ms": percentile_ms(latencies.written, 1.0),
+                "forwarded_p50_ms": percentile_ms(latencies.forwarded, 0.50),
+                "forwarded_p99_ms": percentile_ms(latencies.forwarded, 0.99),
+                "applied_p50_ms": percentile_ms(latencies.applied, 0.50),
+                "applied_p99_ms": percentile_ms(latencies.applied, 0.99),
                 "time_lag_p99_s": percentile(run.lags, 0.99),
                 "time_lag_max_s": percentile(run.lags, 1.0),
                 **run.cpu_per_update,
@@ -646,14 +651,27 @@ async def sample_time_lag(port: int, stop: asyncio.Event, lags: list[float]) -> 
             await asyncio.sleep(0.5)
 
 
-async def update_latencies(pipeline: Pipeline) -> list[float]:
-    """Seconds from each update's ``received_at`` to its row's ``updated_at``, sorted (the
-    steady case: every update is a row of its own)."""
+class Latencies(NamedTuple):
+    """Seconds per update of the steady case (every update a row of its own), each list sorted:
+    from its ``received_at`` (the ingest tier's answer) to the batch record carrying it on the
+    internal topic (its timestamp: the repartition agent's send), from that record to its row's
+    ``updated_at`` (the shard transaction's start), and the whole way."""
+
+    forwarded: list[float]
+    applied: list[float]
+    written: list[float]
+
+
+async def update_latencies(pipeline: Pipeline) -> Latencies:
     received = {}
     for record in await pipeline.read_topic("subscription-updates", timeout=120):
         update = orjson.loads(record.value)
         received[update["subscription_id"]] = update["received_at"]
-    latencies = []
+    forwarded_at = {}
+    for record in await pipeline.read_topic(INTERNAL, timeout=120):
+        for entry in orjson.loads(record.value)["updates"]:
+            forwarded_at[entry["u"]["subscription_id"]] = record.timestamp / 1000
+    forwarded, applied, written = [], [], []
     for dsn in pipeline.dsns:
         conn = psycopg2.connect(dsn)
         try:
@@ -662,12 +680,14 @@ async def update_latencies(pipeline: Pipeline) -> list[float]:
                     "SELECT subscription_id::text, extract(epoch FROM updated_at)"
                     " FROM subscriptions"
                 )
-                for subscription, written in cur.fetchall():
-                    if subscription in received:
-                        latencies.append(float(written) - received[subscription])
+                for subscription, at in cur.fetchall():
+                    if subscription in received and subscription in forwarded_at:
+                        forwarded.append(forwarded_at[subscription] - received[subscription])
+                        applied.append(float(at) - forwarded_at[subscription])
+                        written.append(float(at) - received[subscription])
         finally:
             conn.close()
-    return sorted(latencies)
+    return Latencies(sorted(forwarded), sorted(applied), sorted(written))
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -872,7 +892,10 @@ def table(results: dict[str, Any]) -> str:
             f"{name:<40} {steady['requests_per_s']:>10,} {'':>11}  requests/s; send to row "
             f"written: request p99 {steady['request_p99_ms']} ms + answered to written p50 "
             f"{steady['latency_p50_ms']} / p99 {steady['latency_p99_ms']} ms (max "
-            f"{steady['latency_max_ms']}); time lag p99 {steady['time_lag_p99_s']} s; CPU µs per "
+            f"{steady['latency_max_ms']}; answered to forwarded p50 {steady['forwarded_p50_ms']} / "
+            f"p99 {steady['forwarded_p99_ms']}, forwarded to written p50 "
+            f"{steady['applied_p50_ms']} / p99 {steady['applied_p99_ms']}); time lag p99 "
+            f"{steady['time_lag_p99_s']} s; CPU µs per "
             f"update: ingest {steady['ingest_cpu_us_per_update']}, worker "
             f"{steady['worker_cpu_us_per_update']}, broker {steady['broker_cpu_us_per_update']}, "
             f"Postgres {steady['postgres_cpu_us_per_update']}; {steady['rows']:,} of "

@@ -4,6 +4,7 @@ factory for pipelines: unique topics, group and shard databases per test, worker
 
 from __future__ import annotations
 
+import os
 import shutil
 from typing import Any
 
@@ -33,13 +34,18 @@ def stack(tmp_path_factory):
         broker.stop()
 
 
+# `make faults PARTITIONS=720`: every pipeline's update topic at that count unless a test names
+# one, and its internal topic at the worker's default (12 per shard), the seed's scale.
+SCALE = int(os.environ.get("TEST_PARTITIONS") or 0)
+
+
 @pytest.fixture
 def pipeline_factory(stack, tmp_path, request):
     broker, postgres = stack
     made: list[Pipeline] = []
 
     def make(
-        partitions: int = 8,
+        partitions: int = SCALE or 8,
         shards: int = 2,
         ports: dict[int, int] | None = None,
         on: Any = None,
@@ -56,6 +62,7 @@ def pipeline_factory(stack, tmp_path, request):
             partitions,
             shards,
             ports,
+            **({"internal_partitions": 12 * shards} if SCALE else {}),
             **{"batch_wait": "0.02", **settings},
         )
         made.append(pipeline)

@@ -5,6 +5,7 @@ import subprocess
 
 import orjson
 
+from deploy.local import free_port
 from deploy.stack import ROOT, faust
 from tests.support.helpers import LoadClient, Model, eventually, make_updates
 
@@ -12,11 +13,32 @@ APP = "6d000000-0000-4000-8000-000000000001"
 OTHER = "f2000000-0000-4000-8000-000000000002"
 
 
-def run(pipeline, *args, timeout=120):
+def run(pipeline, *args, timeout=120, **settings):
+    """``faust -A app *args`` with the pipeline's settings and ``settings`` (ROWSTREAM_*)."""
+    env = {**pipeline.env, **{f"ROWSTREAM_{key.upper()}": value for key, value in settings.items()}}
     done = subprocess.run(
-        faust(*args), env=pipeline.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        faust(*args), env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
     return done.returncode, done.stdout, done.stderr
+
+
+def test_topics_with_another_partition_count_or_none_are_refused(pipeline_factory, tmp_path):
+    """create-topics and a starting worker refuse an internal topic whose count differs from the
+    settings (a row's new updates would go to another partition than its waiting ones), and a
+    worker refuses to start before the topics exist: one line, exit code 2, no traceback."""
+    pipeline = pipeline_factory()
+    other = str(pipeline.internal_partitions + 2)
+    need = f"has {pipeline.internal_partitions} partitions but the settings need {other}"
+    worker = {"web_port": str(free_port()), "data_dir": str(tmp_path / "refused")}
+    for args, settings, message in [
+        (["create-topics"], {"internal_partitions": other}, need),
+        (["worker"], {"internal_partitions": other, **worker}, need),
+        (["worker"], {"topic_prefix": "never-made-", **worker}, "run `faust -A app create-topics`"),
+    ]:
+        code, out, err = run(pipeline, *args, **settings)
+        assert code == 2, (args, code, out, err[-3000:])
+        said = [line for line in err.splitlines() if message in line]
+        assert len(said) == 1 and "Traceback" not in out + err, (args, err[-3000:])
 
 
 def test_bad_arguments_and_an_empty_topic(pipeline_factory):
