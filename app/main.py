@@ -139,6 +139,7 @@ def wanted_topics() -> dict[str, int]:
         wanted[table_.changelog_topic.get_topic_name()] = table_.partitions or settings.partitions
     return wanted
 
+
 # The shard pools live as long as the worker; the sink and the read views share them.
 shards = Shards(settings.shards, settings.pool_size)
 
