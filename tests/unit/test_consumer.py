@@ -5,6 +5,7 @@ aiokafka's own."""
 
 import asyncio
 import contextlib
+import inspect
 import random
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ import pytest
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from hypothesis import given, settings
@@ -462,6 +464,54 @@ async def test_a_fetch_that_outlived_a_rebalance_puts_its_records_back():
     stopped = FetchingConsumer(fetched, {changelog, gone}, during=stop_flow)
     assert await thread._fetch_records(stopped, {changelog}, 1.0, 2000) == {}
     assert sorted(stopped.sought) == [(changelog, 0), (gone, 5)]
+
+
+async def test_units_wait_for_the_end_of_a_rebalance_and_go_back_to_the_consumer():
+    """Rule 12: while Faust's recovery is still running (``app.rebalancing``), a fetched unit is
+    not handed on (its agent's queue is about to be emptied) but put back; other topics' records
+    (the changelogs a recovery reads) are handed on as before."""
+    consumer = make_consumer()
+    fetched = {
+        TP(UNITS, 0): records(0, 5, 9),
+        TP(OTHER, 0): records(0, 1, 2, OTHER),
+        TP(UNITS, 1): records(1, 30, 31),
+    }
+    sought = []
+
+    async def wait_next_records(timeout):
+        return fetched, None
+
+    async def seek_wait(offsets):
+        sought.append(dict(offsets))
+
+    consumer._wait_next_records, consumer.seek_wait = wait_next_records, seek_wait
+    consumer.highwater = lambda tp: 100
+    consumer.app.rebalancing = True
+    got = [(tp.topic, m.offset) async for tp, m in consumer.getmany(1.0)]
+    assert got == [(OTHER, 1), (OTHER, 2)]
+    assert sought == [{TP(UNITS, 0): 5, TP(UNITS, 1): 30}]
+    consumer.app.rebalancing = False  # Faust's on_rebalance_end
+    got = [(tp.topic, m.offset) async for tp, m in consumer.getmany(1.0)]
+    assert got == [(UNITS, 9), (OTHER, 1), (OTHER, 2), (UNITS, 31)] and len(sought) == 1
+
+
+def test_faust_empties_the_agents_queues_when_its_recovery_resumes_the_flow_then_ends():
+    """Why rule 12 holds units back until ``on_rebalance_end``: mode's ``FlowControlEvent``
+    empties every queue it manages when it resumes, and Faust's recovery resumes it after it has
+    resumed the stream partitions and the consumer's flow, and before it ends the rebalance."""
+    app = make_consumer().app
+    queue = app.topic(UNITS).queue  # what an agent reads its stream from
+    queue.put_nowait("a unit handed on while the recovery ran")
+    app.flow_control.resume()
+    assert queue.empty()
+    steps = inspect.getsource(Recovery.on_recovery_completed)
+    order = [
+        "consumer.resume_partitions(",
+        "consumer.perform_seek()",
+        "self.app.flow_control.resume()",
+        "self.app.on_rebalance_end()",
+    ]
+    assert [steps.index(step) for step in order] == sorted(steps.index(step) for step in order)
 
 
 async def test_the_fetch_wait_is_the_setting():
