@@ -80,14 +80,11 @@ For every topic, two per-message costs of the framework are removed:
 12. **Units wait for the end of a rebalance.** Faust's recovery resumes the stream partitions
     and the flow, seeks them to the committed offsets, and only then calls
     ``flow_control.resume()``, which empties every agent's queue (mode's ``FlowControlEvent``).
-    A unit handed on in that window was dropped there, never acknowledged, while the guard had
-    already let it pass; the units after it were applied, and when the partition was read again
-    the version guard refused the dropped one's updates as older (``make faults PARTITIONS=720``,
-    scale 2 → 1 → 2 → 3: about one run in three lost 100-300 updates, or left a partition idle
-    with records waiting; the seek to 720 partitions' offsets makes the window seconds long).
-    While ``app.rebalancing`` is set (until Faust's ``on_rebalance_end``, after that resume),
-    ``getmany`` hands no unit on and puts their records back; other topics (the changelogs a
-    recovery reads) flow as before.
+    A unit handed on in that window would be dropped there unacknowledged after the guard let it
+    pass, and the units after it applied first: the version guard would then refuse it when read
+    again (found at 720 partitions: docs/faults.md). While ``app.rebalancing`` is set (until
+    Faust's ``on_rebalance_end``, after that resume), ``getmany`` hands no unit on and puts its
+    records back; other topics (the changelogs a recovery reads) flow as before.
 
 And one of aiokafka's producer:
 
