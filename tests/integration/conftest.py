@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from app.settings import INTERNAL_PER_SHARD
 from deploy.local import Broker, Postgres, free_port
 from tests.support.helpers import Pipeline
 
@@ -35,7 +36,7 @@ def stack(tmp_path_factory):
 
 
 # `make faults PARTITIONS=720`: every pipeline's update topic at that count unless a test names
-# one, and its internal topic at the worker's default (12 per shard), the seed's scale.
+# one, and its internal topic at the worker's default (INTERNAL_PER_SHARD), the seed's scale.
 SCALE = int(os.environ.get("TEST_PARTITIONS") or 0)
 
 
@@ -62,7 +63,7 @@ def pipeline_factory(stack, tmp_path, request):
             partitions,
             shards,
             ports,
-            **({"internal_partitions": 12 * shards} if SCALE else {}),
+            **({"internal_partitions": INTERNAL_PER_SHARD * shards} if SCALE else {}),
             **{"batch_wait": "0.02", **settings},
         )
         made.append(pipeline)
