@@ -66,6 +66,12 @@ class Worker(faust.Worker):
             app, *services, loglevel=logging.getLevelName(settings.log_level.upper()), **kwargs
         )
 
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        """No terminal spinner: Faust adds one at WARNING and above and turns the root logger to
+        DEBUG for it, so every debug call of aiokafka and Faust would build a record."""
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
+
     async def on_first_start(self) -> None:
         """First, the broker, the topics and the shards: an untrusted certificate, a wrong
         hostname, a refused login, a missing topic or one with another partition count than the
