@@ -1,6 +1,8 @@
 """The worker's probes and metrics on its web view: ``/healthz`` (liveness), ``/readyz`` (the
 broker answered the last lag round and every shard answers a ping) and ``/metrics``
-(Prometheus). Open to all (``app.ops.access``)."""
+(Prometheus; ``?name[]=…`` limits it to those series, as prometheus_client's own exporters do:
+the per-partition gauges make the whole page large at 720 partitions). Open to all
+(``app.ops.access``)."""
 
 from __future__ import annotations
 
@@ -35,6 +37,6 @@ def register(app: Any, monitor: Any, shards: Any, lag_interval: float) -> None:
 
     @app.page("/metrics")
     async def metrics_view(web: View, request: Request) -> Response:
-        return web.bytes(
-            generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        names = request.query.getall("name[]", [])
+        registry = metrics.REGISTRY.restricted_registry(names) if names else metrics.REGISTRY
+        return web.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

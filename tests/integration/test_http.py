@@ -226,6 +226,10 @@ async def test_admin_views_need_an_unscoped_key_and_probes_stay_open(web_view):
     for path in ("/healthz", "/metrics"):
         async with session.get(path) as response:
             assert response.status == 200, path
+    # /metrics?name[]=… answers only those series (what the benchmark polls)
+    async with session.get("/metrics", params={"name[]": "rowstream_shard_up"}) as response:
+        lines = [line for line in (await response.text()).splitlines() if line[:1] != "#"]
+    assert lines and all(line.startswith("rowstream_shard_up{") for line in lines), lines
     async with session.get("/readyz") as response:
         assert response.status in (200, 503)  # open to probes; ready or not is another test
 
