@@ -37,6 +37,6 @@ def register(app: Any, monitor: Any, shards: Any, lag_interval: float) -> None:
 
     @app.page("/metrics")
     async def metrics_view(web: View, request: Request) -> Response:
-        names = request.query.getall("name[]", [])
+        names = [value for key, value in request.query.items() if key == "name[]"]  # repeatable
         registry = metrics.REGISTRY.restricted_registry(names) if names else metrics.REGISTRY
         return web.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
