@@ -29,10 +29,10 @@ from pydantic import (
 from app.ingest.keys import ApiKey, parse_all
 from app.model.events import MAX_ITEMS, MAX_RECORD_BYTES
 from app.model.partitioning import Layout
+from app.model.slots import even_shard_map, parse_shard_map
 
 PREFIX = "ROWSTREAM_"
 SASL_MECHANISMS = ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-SLOTS = 256  # the shard map has one slot per possible first byte of an app ID
 INTERNAL_PER_SHARD = 12  # default partitions of the internal topic per shard
 
 
@@ -51,51 +51,6 @@ def _split(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
-
-
-def parse_shard_map(text: str, shards: int) -> tuple[int, ...]:
-    """Parse an explicit shard map: comma-separated ``SLOTS=SHARD`` items, slots in hex.
-
-    ``00-7f=0,80-ff=1`` gives slots 0x00..0x7f to shard 0 and the rest to shard 1; a single slot
-    is written ``a3=1``. Every one of the 256 slots must be named exactly once.
-    """
-    slots: list[int | None] = [None] * SLOTS
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        span, sep, shard_text = item.partition("=")
-        if not sep:
-            raise ValueError(f"shard map item {item!r} is not SLOTS=SHARD (e.g. 00-7f=0)")
-        first_text, _, last_text = span.partition("-")
-        try:
-            first = int(first_text, 16)
-            last = int(last_text or first_text, 16)
-            shard = int(shard_text)
-        except ValueError:
-            raise ValueError(
-                f"shard map item {item!r}: slots are hex 00-ff, shard a number"
-            ) from None
-        if not (0 <= first <= last < SLOTS):
-            raise ValueError(f"shard map item {item!r}: slots must be 00..ff, low to high")
-        if not 0 <= shard < shards:
-            raise ValueError(
-                f"shard map item {item!r}: shard {shard} is not one of 0..{shards - 1}"
-            )
-        for slot in range(first, last + 1):
-            if slots[slot] is not None:
-                raise ValueError(f"shard map names slot {slot:02x} twice")
-            slots[slot] = shard
-    missing = [f"{slot:02x}" for slot, shard in enumerate(slots) if shard is None]
-    if missing:
-        raise ValueError(
-            f"ROWSTREAM_SHARD_MAP does not cover {len(missing)} of 256 slots (first: {missing[0]})"
-        )
-    return tuple(shard for shard in slots if shard is not None)
-
-
-def even_shard_map(shards: int) -> tuple[int, ...]:
-    """The default map: contiguous runs of slots, as even as 256 / shards allows."""
-    return tuple(slot * shards // SLOTS for slot in range(SLOTS))
 
 
 class Settings(BaseModel):

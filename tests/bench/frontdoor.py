@@ -282,7 +282,7 @@ class Candidate:
         from app.ingest.http import Router
         from app.ingest.keys import parse_all
         from app.model.partitioning import Layout
-        from app.settings import even_shard_map
+        from app.model.slots import even_shard_map
 
         if self.stage == "http":
             accepted = Response(202, b'{"accepted":1}')

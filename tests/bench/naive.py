@@ -15,7 +15,7 @@ import faust
 import orjson
 
 from app.model.partitioning import Layout
-from app.settings import even_shard_map
+from app.model.slots import even_shard_map
 from app.sink.sql import SCHEMA
 
 UPSERT = """

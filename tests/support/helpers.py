@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from app.kafka.names import INTERNAL
 from app.kafka.security import bootstrap_servers
 from app.model.partitioning import Layout
-from app.settings import even_shard_map
+from app.model.slots import even_shard_map
 from app.sink.coalesce import apply
 from deploy.local import free_port
 from deploy.stack import ROOT, Ingest, Worker, faust

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.model.partitioning import Layout, murmur2
-from app.settings import even_shard_map, parse_shard_map
+from app.model.slots import even_shard_map, parse_shard_map
 
 
 # The Java client's own test vectors (org.apache.kafka.common.utils.UtilsTest), as signed ints.
