@@ -24,13 +24,18 @@ from typing import Any
 
 from app.kafka.forwarding import Countdown
 from app.kafka.units import decoded_units
-from app.main import app, forwarder, layout, topics
+from app.main import app, control, forwarder, topics
 from app.model import events
+from app.model.slots import HOLD
 from app.observe import metrics, tracing
 
 
 def decode(record: Any) -> tuple[list[events.SourceUpdate], list[events.BadEntry]]:
-    return events.decode_source_at(record.value or b"", record.partition, layout.source_partition)
+    if events.marker_of(record.headers) is not None:
+        return [], []  # a move's marker: handled in order by the agent
+    return events.decode_source_at(
+        record.value or b"", record.partition, control.layout.source_partition
+    )
 
 
 @app.agent(topics.updates)
@@ -43,7 +48,13 @@ async def repartition(stream):
             app.unit_consumer.read_again(unit, f"could not be forwarded ({why})")
 
         waiter = Countdown(event.ack, failed)
+        layout, slots = control.layout, control.slots
         for record, updates in records:
+            moving = events.marker_of(record.headers)
+            if moving is not None:  # the slots of a move freeze here: see the map first
+                await control.saw_marker(moving, record.partition, record.offset)
+                slots = control.slots
+                continue
             if len(updates) > 1:
                 updates = events.fold_rows(updates)  # one update per row: one version each
             timestamp, trace = record.timestamp / 1000.0, tracing.header_of(record.headers)
@@ -51,8 +62,12 @@ async def repartition(stream):
                 entry = events.batch_entry(
                     record.offset, record.partition, timestamp, update.raw, trace
                 )
+                shard = slots.route(update.app_id, record.partition, record.offset)
+                if shard == HOLD:  # a frozen slot's update after its marker: wait for the switch
+                    shard = await control.route_held(update.app_id, record.partition, record.offset)
+                    slots = control.slots
                 forwarder.add(
-                    layout.target_partition(update.app_id, update.subscription_id),
+                    layout.internal.partition(shard, update.subscription_id),
                     entry,
                     timestamp,
                     waiter,

@@ -22,13 +22,15 @@ from typing import Any
 
 from app.kafka.forwarding import Countdown
 from app.kafka.units import decoded_units
-from app.main import app, layout, topics, writers
+from app.main import app, control, topics, writers
 from app.model import events
 from app.sink.coalesce import Patch
 from app.sink.writer import Item
 
 
 def decode(record: Any) -> tuple[list[events.Versioned], list[events.BadEntry]]:
+    if events.marker_of(record.headers) is not None:
+        return [], []  # a move's marker: the drain waits for the group to commit past it
     return events.decode_batch(record.value or b"")
 
 
@@ -37,6 +39,7 @@ async def sink(stream):
     async for event, records in decoded_units(stream, decode, topics):
         waiter = Countdown(event.ack, lambda why: None)  # a writer never fails: it retries
         by_shard: dict[int, list[Item]] = {}
+        blocks = control.layout.internal
         for record, updates in records:
             for versioned in updates:
                 patch = Patch(
@@ -45,7 +48,7 @@ async def sink(stream):
                     versioned.version,
                     versioned.properties,
                 )
-                by_shard.setdefault(layout.shard_of_app(versioned.app_id), []).append(
+                by_shard.setdefault(blocks.shard_of(record.partition), []).append(
                     Item(patch, record.partition, waiter.succeeded, (record, versioned))
                 )
         for shard, items in by_shard.items():

@@ -32,6 +32,7 @@ from app.observe import tracing
 from app.observe.history import Ring
 from app.observe.lag_monitor import LagMonitor
 from app.ops import access, probes
+from app.sink.control import Control, ControlError
 from app.sink.shards import ShardRefused, Shards
 from app.sink.writer import Item
 from app.sink.writers import Writers
@@ -49,7 +50,8 @@ PRODUCER_BATCH_BYTES = 256 * 1024
 #: Where the broker is and how to log in: every Kafka connection uses it.
 broker = broker_of(settings)
 
-layout = settings.layout
+#: The layout the cluster was seeded with and the live shard map (loaded as the worker starts).
+control = Control(settings.control)
 
 
 class Worker(faust.Worker):
@@ -73,17 +75,20 @@ class Worker(faust.Worker):
         super().on_setup_root_logger(logger, level)
 
     async def on_first_start(self) -> None:
-        """First, the broker, the topics and the shards: an untrusted certificate, a wrong
-        hostname, a refused login, a missing topic or one with another partition count than the
-        settings give it stop the worker with one line and exit code 2 (``check_access`` of
-        ``app.kafka.security`` and ``app.sink.shards``, ``check_topics``)."""
+        """First, the broker, the topics, the shards and the control store: an untrusted
+        certificate, a wrong hostname, a refused login, a missing topic or one with another
+        partition count than the settings give it, settings the control store's layout cannot
+        run with stop the worker with one line and exit code 2 (``check_access`` of
+        ``app.kafka.security`` and ``app.sink.shards``, ``check_topics``, ``Control.load``)."""
         try:
             await check_access(broker)
             await check_topics(broker, wanted_topics())
             await shards.check_access()
-        except (BrokerRefused, ShardRefused, TopicError) as exc:
+            await control.load_waiting(settings)
+        except (BrokerRefused, ShardRefused, TopicError, ControlError) as exc:
             print(f"rowstream: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
+        await shards.up()  # the schema on every shard that answers, one added lately included
         await super().on_first_start()
 
 
@@ -171,7 +176,7 @@ writers = Writers(
     batch_size=settings.batch_size,
     batch_wait=settings.batch_wait,
     retry_max=settings.retry_max,
-    partitions_of=layout.internal.partitions_of,
+    partitions_of=lambda shard: control.layout.internal.partitions_of(shard),
     pause=lambda partitions: app.unit_consumer.hold(topics.internal_name, partitions),
     resume=lambda partitions: app.unit_consumer.release(topics.internal_name, partitions),
     on_rejected=dead_letter_rejected,
@@ -190,6 +195,20 @@ for service in (shards, writers, monitor):
     app.add_service(service)
 
 probes.register(app, monitor, shards, settings.lag_interval)
+
+
+@app.timer(1.0)
+async def follow_the_map() -> None:
+    """The live shard map once a second, for the pages; the agents read it again themselves
+    when a move needs it (``agents/repartition.py``)."""
+    await control.try_refresh()
+
+
+@app.on_partitions_assigned.connect  # type: ignore[arg-type]  # Faust's signal type is narrow
+async def read_the_map(sender: Any, assigned: Any, **kwargs: Any) -> None:
+    """A partition taken over may be past a move's marker its previous owner saw: the map is
+    read again before its records are (rule 12 holds them until the rebalance ends)."""
+    await control.try_refresh()
 
 
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal type is narrow

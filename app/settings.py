@@ -28,7 +28,6 @@ from pydantic import (
 
 from app.ingest.keys import ApiKey, parse_all
 from app.model.events import MAX_ITEMS, MAX_RECORD_BYTES
-from app.model.partitioning import Layout
 from app.model.slots import even_shard_map, parse_shard_map
 
 PREFIX = "ROWSTREAM_"
@@ -113,9 +112,23 @@ class Settings(BaseModel):
         description="ROWSTREAM_INTERNAL_PARTITIONS: partitions of the internal topic, a block per "
         f"shard (0: {INTERNAL_PER_SHARD} per shard; add a block for each shard added)",
     )
+    internal_block: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="ROWSTREAM_INTERNAL_BLOCK: internal partitions per shard, fixed when the "
+        "cluster is seeded (0: ROWSTREAM_INTERNAL_PARTITIONS / shards; less leaves room for "
+        "shards added later on a broker that cannot grow a topic)",
+    )
     shard_map: str = Field(
         "",
-        description="ROWSTREAM_SHARD_MAP: explicit slot map, e.g. 00-7f=0,80-ff=1 (default: even)",
+        description="ROWSTREAM_SHARD_MAP: the slot map the cluster is seeded with, e.g. "
+        "00-7f=0,80-ff=1 (default: even); later the control store's map is the live one",
+    )
+    control_dsn: str = Field(
+        "",
+        description="ROWSTREAM_CONTROL_DSN: Postgres DSN of the control store, the layout and "
+        "the live shard map (default: shard 0's)",
     )
     api_keys: tuple[SecretStr, ...] = Field(
         (),
@@ -289,6 +302,13 @@ class Settings(BaseModel):
             raise ValueError("must be one of debug, info, warning, error, critical")
         return level
 
+    @field_validator("control_dsn")
+    @classmethod
+    def _control_dsn(cls, value: str) -> str:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("not a postgresql:// URL")
+        return value
+
     @field_validator("shards")
     @classmethod
     def _dsns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -301,18 +321,8 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _layout(self) -> Settings:
-        if self.partitions % len(self.shards):
-            raise ValueError(
-                f"ROWSTREAM_PARTITIONS ({self.partitions}) must be divisible by the number of "
-                f"shards in ROWSTREAM_SHARDS ({len(self.shards)})"
-            )
         if not self.internal_partitions:
             object.__setattr__(self, "internal_partitions", INTERNAL_PER_SHARD * len(self.shards))
-        if self.internal_partitions % len(self.shards):
-            raise ValueError(
-                f"ROWSTREAM_INTERNAL_PARTITIONS ({self.internal_partitions}) must be divisible by "
-                f"the number of shards in ROWSTREAM_SHARDS ({len(self.shards)})"
-            )
         if self.shard_map:
             parse_shard_map(self.shard_map, len(self.shards))
         self._check_broker_security()
@@ -397,16 +407,16 @@ class Settings(BaseModel):
         return self.rate_burst or max(math.ceil(self.rate_limit), MAX_ITEMS)
 
     @property
+    def control(self) -> str:
+        """The control store's DSN."""
+        return self.control_dsn or self.shards[0]
+
+    @property
     def slot_map(self) -> tuple[int, ...]:
         """Shard of each of the 256 slots (first byte of an app ID)."""
         if self.shard_map:
             return parse_shard_map(self.shard_map, len(self.shards))
         return even_shard_map(len(self.shards))
-
-    @cached_property
-    def layout(self) -> Layout:
-        """Both topics' partitions and the slot map (``app.model.partitioning``)."""
-        return Layout(self.partitions, self.internal_partitions, self.slot_map, len(self.shards))
 
     @cached_property  # read on every request: parse once
     def scoped_keys(self) -> tuple[ApiKey, ...]:

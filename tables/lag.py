@@ -16,7 +16,7 @@ import time
 import faust
 import orjson
 
-from app.main import app, lag_history, layout, settings, topics
+from app.main import app, control, lag_history, settings, topics
 from app.observe.history import WINDOW_SECONDS, lag_sample
 from app.observe.lag import PartitionLag, per_shard_totals
 from app.ops.render import answer, table
@@ -26,6 +26,7 @@ log = logging.getLogger("rowstream.lag")
 
 def shard_of(topic: str, partition: int) -> int:
     """The shard a partition of the update or internal topic belongs to."""
+    layout = control.layout
     blocks = layout.internal if topic == topics.internal_name else layout.source
     return blocks.shard_of(partition)
 

@@ -25,7 +25,8 @@ from datetime import UTC, datetime, timedelta
 import faust
 import orjson
 
-from app.main import app, settings, shard_history, shards, topics
+from app.main import app, control, settings, shard_history, shards, topics
+from app.model.slots import format_slots
 from app.observe import history
 from app.ops.render import answer, table
 
@@ -105,7 +106,23 @@ def snapshot(up: list[bool], now: float | None = None) -> dict:
                 "previous_window": _window(shard, now - WINDOW_SECONDS),
             }
         )
-    return {"window_seconds": WINDOW_SECONDS, "shards": report}
+    return {"window_seconds": WINDOW_SECONDS, "shards": report, "moves": moves()}
+
+
+def moves() -> list[dict]:
+    """The moves of slots in progress, as the worker's map (read once a second) has them."""
+    found = {}
+    for slot in control.slots.slots:
+        if slot.move is not None:
+            move = slot.move
+            found[move.id] = {
+                "id": move.id,
+                "slots": format_slots(move.slots),
+                "from": move.source,
+                "to": move.target,
+                "phase": str(move.phase),
+            }
+    return [found[key] for key in sorted(found)]
 
 
 @app.page("/shards/history")
@@ -145,4 +162,6 @@ async def shards_view(web, request):
             "minute_rows",
         ],
     )
+    for m in report["moves"]:
+        text += f"move {m['id']}: slots {m['slots']}, shard {m['from']} → {m['to']}, {m['phase']}\n"
     return answer(web, request, report, text)

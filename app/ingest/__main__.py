@@ -76,10 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"rowstream: cannot listen on {bind}:{port}: {exc.strerror}", file=sys.stderr)
             return 2
+        from app.sink.control import ControlError, check_control
+
         broker = broker_of(settings)
         try:
             asyncio.run(check_access(broker))
-        except BrokerRefused as exc:
+            asyncio.run(check_control(settings))
+        except (BrokerRefused, ControlError) as exc:
             print(f"rowstream: {exc}", file=sys.stderr)
             return 2
         server.log.info(

@@ -84,9 +84,11 @@ class Api:
         exposition: Callable[[], bytes],
         openapi: dict[str, Any],
         clock: Callable[[], float] = time.time,
+        frozen_slots: Callable[[], frozenset[int]] = frozenset,
     ) -> None:
         self.keys, self.limiter, self.publisher = keys, limiter, publisher
         self.partition_of_app, self.rows, self.clock = partition_of_app, rows, clock
+        self.frozen_slots = frozen_slots
         self._exposition = exposition
         self._openapi = orjson.dumps(openapi)
 
@@ -114,6 +116,9 @@ class Api:
 
     def _accept(self, key: ApiKey, updates: list[Update]) -> Answer:
         self._limit(key, len(updates))
+        frozen = self.frozen_slots()
+        if frozen:
+            self._refuse_frozen(frozen, updates)
         answer = ACCEPTED_ONE if len(updates) == 1 else accepted(len(updates))
         if tracing.enabled():
             return Later(asyncio.ensure_future(self._traced(updates, answer)))
@@ -126,6 +131,16 @@ class Api:
             records = contract.to_records(updates, self.partition_of_app, self.clock(), headers)
             await self.publisher.publish(records)
         return answer
+
+    @staticmethod
+    def _refuse_frozen(frozen: frozenset[int], updates: list[Update]) -> None:
+        """503 + Retry-After while an app's slot is frozen for a move to another shard (seconds,
+        bounded by the move's --timeout; ``app.ops.moves``)."""
+        for app_id, _, _ in updates:
+            if int(app_id[:2], 16) in frozen:
+                raise Unavailable(
+                    f"app {app_id} is moving to another shard: retry in a moment", retry_after=1
+                )
 
     def _limit(self, key: ApiKey, updates: int) -> None:
         """429 with Retry-After when the key's rate limit (``app.ingest.limits``) refuses them."""

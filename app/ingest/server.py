@@ -14,6 +14,7 @@ Nothing of Faust is imported here: ``faust -A app ingest`` replaces itself with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -32,8 +33,11 @@ from app.kafka.security import broker_of
 from app.model import events
 from app.observe import metrics, tracing
 from app.settings import Settings
+from app.sink.control import Control
 
 log = logging.getLogger("rowstream.ingest")
+
+MAP_INTERVAL = 0.25  # seconds between reads of the shard map (a move's freeze waits on them)
 
 
 @dataclass
@@ -46,8 +50,8 @@ class Tier:
     http: Server
 
 
-def build(settings: Settings, metrics_dir: str) -> Tier:
-    layout = settings.layout
+def build(settings: Settings, control: Control, metrics_dir: str) -> Tier:
+    """The tier on ``control``'s layout and live map (``Control.load`` first)."""
     producer = producer_for(
         broker_of(settings).client_options(),
         events.MAX_RECORD_BYTES,
@@ -55,7 +59,7 @@ def build(settings: Settings, metrics_dir: str) -> Tier:
         settings.ingest_linger,
     )
     publisher = Publisher(producer, settings.topic(UPDATES), max_buffer=settings.ingest_buffer)
-    rows = Rows(settings.shards, layout.shard_of_app)
+    rows = Rows(settings.shards, lambda app_id: control.slots.shard_of_app(app_id))
     limiter = RateLimiter(settings.rate_limit, settings.burst) if settings.rate_limit else None
     http = Server(settings.body_timeout)
 
@@ -67,10 +71,11 @@ def build(settings: Settings, metrics_dir: str) -> Tier:
         keys=settings.scoped_keys,
         limiter=limiter,
         publisher=publisher,
-        partition_of_app=layout.source_partition,
+        partition_of_app=control.layout.source_partition,
         rows=rows,
         exposition=exposition,
         openapi=openapi.document(),
+        frozen_slots=lambda: control.slots.frozen_slots,
     )
     http.route = Router(api)
     return Tier(settings, publisher, rows, http)
@@ -80,7 +85,11 @@ async def serve(settings: Settings, bind: str, port: int, metrics_dir: str) -> N
     """One process: serve until SIGTERM or SIGINT, then stop gracefully."""
     if settings.otlp_endpoint:
         tracing.configure(settings.otlp_endpoint)
-    tier = build(settings, metrics_dir)
+    control = Control(settings.control)
+    await control.load_waiting(settings)
+    tier = build(settings, control, metrics_dir)
+    name = f"ingest {socket.gethostname()}:{os.getpid()}"
+    following = asyncio.ensure_future(follow(control, name))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -100,7 +109,25 @@ async def serve(settings: Settings, bind: str, port: int, metrics_dir: str) -> N
     tier.http.stop_ticking()
     await tier.publisher.stop()
     await tier.rows.close()
+    following.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await following
+    with contextlib.suppress(Exception):
+        await control.forget(name)
+    await control.close()
     await listener.wait_closed()
+
+
+async def follow(control: Control, name: str, interval: float = MAP_INTERVAL) -> None:
+    """Read the shard map again every ``interval`` and tell the control store this process
+    has seen it: a move's freeze waits for every ingest process to have seen it."""
+    while True:
+        await asyncio.sleep(interval)
+        await control.try_refresh()
+        try:
+            await control.seen(name)
+        except Exception as exc:  # the store is down: try_refresh said so already
+            log.debug("cannot report the map's version: %s", exc)
 
 
 def check_port(bind: str, port: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -93,3 +94,31 @@ def _log_retry(state: RetryCallState) -> None:
 
 
 __all__ = ["GroupOffsets"]
+
+
+async def fetched_ends(
+    broker: Broker, partitions: Iterable[TopicPartition], timeout: float = 10.0
+) -> dict[TopicPartition, int]:
+    """The log end offset of each partition, from the high watermark of a fetch (tansu's
+    ListOffsets answers it too low: broker-notes). Raises TimeoutError after ``timeout``."""
+    wanted = list(partitions)
+    consumer = side_consumer(broker, "rowstream-ends", max_partition_fetch_bytes=1024)
+    await consumer.start()
+    try:
+        consumer.assign(wanted)
+        await consumer.seek_to_beginning(*wanted)
+        started_ms = int(time.time() * 1000)
+        deadline = time.monotonic() + timeout
+        while True:
+            fresh = {
+                tp: consumer.highwater(tp)
+                for tp in wanted
+                if (consumer.last_poll_timestamp(tp) or 0) >= started_ms
+            }
+            if len(fresh) == len(wanted):
+                return {tp: end or 0 for tp, end in fresh.items()}
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no fetch answered for {len(wanted) - len(fresh)} partitions")
+            await consumer.getmany(timeout_ms=200, max_records=1)
+    finally:
+        await consumer.stop()

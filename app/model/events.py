@@ -237,6 +237,27 @@ _batch_record = _TwoSpeed(
 )
 
 
+MARKER_HEADER = "rowstream-marker"  # a move's marker record (``app.ops.moves``): the move's id
+
+
+def marker(move_id: int, slots: str) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A move's marker record: value and headers. It holds no update; the agents that read it
+    learn that the move's slots are frozen from here on in that partition."""
+    value = orjson.dumps({"marker": move_id, "slots": slots})
+    return value, [(MARKER_HEADER, str(move_id).encode()), (UPDATES_HEADER, b"0")]
+
+
+def marker_of(headers: Any) -> int | None:
+    """The move whose marker a record is, or None for any other record."""
+    for name, value in headers or ():
+        if name == MARKER_HEADER:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
 def updates_in(headers: Any) -> int:
     """How many updates a record holds: its ``rowstream-updates`` header, or one (a record
     without it is a single update, or poison that becomes one dead letter)."""

@@ -1,17 +1,19 @@
 """Shard and partition of a key: pure functions, pinned by golden-value tests.
 
 Layout (a contract: changing it moves apps between partitions): each topic's partitions are laid
-out in contiguous blocks, one block per shard. The update topic has P partitions and the internal
-topic its own count I (both divisible by the number of shards S)::
+out in contiguous blocks, one block per shard. With P partitions in the update topic, H shards
+when the cluster was seeded and B internal partitions per shard (both fixed at the seed)::
 
-    update topic:   partition = shard * (P // S) + murmur2(app ID) % (P // S)
-    internal topic: partition = shard * (I // S) + murmur2(subscription ID) % (I // S)
+    update topic:   partition = home shard * (P // H) + murmur2(app ID) % (P // H)
+    internal topic: partition = shard * B + murmur2(subscription ID) % B
 
-P is the source's scale (720 in production); I is the concurrency a shard's writes need, by
-default 12 per shard. Growing I by whole blocks (I // S each) for added shards leaves every
-existing shard's block, and so every row's partition, where it was.
+P is the source's scale (720 in production); B is the concurrency a shard's writes need, by
+default 12. An app's home shard is its slot's shard in the map the cluster was seeded with, and
+never changes, so its updates stay one sequence of offsets (``app.model.slots``); its shard is
+the live map's. A shard added later gets the next block of the internal topic, and no app or row
+changes partition.
 
-The shard of an app is ``slot_map[first byte of its app ID]``. The key is the canonical UUID text
+An app's slot is the first byte of its app ID. The key is the canonical UUID text
 (lowercase, hyphenated) as ASCII: the app ID on the update topic, the subscription ID on the
 internal topic. murmur2 is the hash of Kafka's default partitioner (the Java client's seed and
 values, pinned by tests), so it is the same in every process and every run. It is computed by the
@@ -53,28 +55,24 @@ class Blocks(NamedTuple):
 
 @dataclass(frozen=True)
 class Layout:
-    """Partitions of the update topic (``partitions``) and of the internal topic
-    (``internal_partitions``), and the shard of each of the 256 app-ID slots."""
+    """The partitions of both topics, fixed when the cluster was seeded (``app.sink.control``):
+    the update topic's ``partitions`` in ``home_blocks`` blocks, each app in the block of its
+    slot's home shard (``home``, 256 entries); the internal topic in blocks of
+    ``internal_block`` partitions, one per shard, shard 0's first. Where a row's updates go in
+    the internal topic depends on the live map (``app.model.slots``): ``internal.partition(shard,
+    subscription ID)``."""
 
     partitions: int
-    internal_partitions: int
-    slot_map: Sequence[int]  # 256 entries
-    shards: int
+    home: Sequence[int]  # 256 entries: each slot's home shard
+    home_blocks: int
+    internal_block: int
     source: Blocks = field(init=False)  # the update topic's blocks
     internal: Blocks = field(init=False)  # the internal topic's blocks
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "source", Blocks(self.partitions // self.shards))
-        object.__setattr__(self, "internal", Blocks(self.internal_partitions // self.shards))
-
-    def shard_of_app(self, app_id: str) -> int:
-        """Shard of an app: its first byte (two hex digits of the UUID) through the slot map."""
-        return self.slot_map[int(app_id[:2], 16)]
+        object.__setattr__(self, "source", Blocks(self.partitions // self.home_blocks))
+        object.__setattr__(self, "internal", Blocks(self.internal_block))
 
     def source_partition(self, app_id: str) -> int:
-        """Partition of an app's updates in the update topic."""
-        return self.source.partition(self.shard_of_app(app_id), app_id)
-
-    def target_partition(self, app_id: str, subscription_id: str) -> int:
-        """Partition of a row's updates in the internal topic: in the app's shard's block."""
-        return self.internal.partition(self.shard_of_app(app_id), subscription_id)
+        """Partition of an app's updates in the update topic: in its home shard's block."""
+        return self.source.partition(self.home[int(app_id[:2], 16)], app_id)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import cached_property
 
 SLOTS = 256  # the shard map has one slot per possible first byte of an app ID
 HOLD = -1  # ``SlotMap.route``: not yet, ask again once the map changed
@@ -155,14 +156,22 @@ class SlotMap:
     def seed(cls, shard_map: tuple[int, ...]) -> SlotMap:
         return cls(0, tuple(Slot(shard) for shard in shard_map), shard_map)
 
+    @cached_property
+    def frozen_slots(self) -> frozenset[int]:
+        """The slots the ingest tier refuses now."""
+        return frozenset(
+            n
+            for n, slot in enumerate(self.slots)
+            if slot.move is not None and slot.move.phase.frozen
+        )
+
     def shard_of_app(self, app_id: str) -> int:
         """The shard an app's rows are on now (reads, and writes outside a move)."""
         return self.slots[slot_of(app_id)].shard
 
     def frozen(self, app_id: str) -> bool:
         """True while the ingest tier must refuse the app's updates."""
-        move = self.slots[slot_of(app_id)].move
-        return move is not None and move.phase.frozen
+        return slot_of(app_id) in self.frozen_slots
 
     def route(self, app_id: str, partition: int, offset: int) -> int:
         """The shard an update of ``app_id`` read at (``partition``, ``offset``) of the update
@@ -175,6 +184,17 @@ class SlotMap:
         if marker is None or offset <= marker:
             return slot.shard
         return HOLD
+
+    def runs(self) -> list[tuple[str, Slot]]:
+        """The map as runs of neighbouring slots that are alike, in slot order: ``("00-7f",
+        slot)`` (what ``faust -A app slots`` prints)."""
+        runs: list[tuple[list[int], Slot]] = []
+        for n, slot in enumerate(self.slots):
+            if runs and runs[-1][1] == slot:
+                runs[-1][0].append(n)
+            else:
+                runs.append(([n], slot))
+        return [(format_slots(numbers), slot) for numbers, slot in runs]
 
     def with_move(self, move: Move) -> SlotMap:
         """The map once ``move`` is at its phase: a switch gives its slots the target shard and

@@ -25,17 +25,22 @@ from typing import Any
 import aiohttp
 import click
 import orjson
-from aiokafka import AIOKafkaProducer
+import psycopg2
+from aiokafka import AIOKafkaProducer, TopicPartition
 from faust.cli import AppCommand, argument, option
 
 from app.ingest import auth, keys
 from app.kafka.names import DEAD_LETTERS, INTERNAL, UPDATES
+from app.kafka.offsets import GroupOffsets, fetched_ends
 from app.kafka.topic_setup import TopicError, ensure_topics
-from app.main import app, broker, layout, settings, wanted_topics
+from app.main import app, broker, control, settings, wanted_topics
 from app.model import events
+from app.model.slots import format_slots, parse_slots
 from app.ops.inspection import Filter, Seen, parse_time, top_talkers, unbatch
+from app.ops.moves import MoveFailed, Mover
 from app.ops.reader import ReadError, read
 from app.ops.render import table
+from app.sink.control import ControlError
 
 TOPICS = {"updates": UPDATES, "internal": INTERNAL, "dead-letters": DEAD_LETTERS}
 
@@ -85,6 +90,131 @@ async def create_topics(self: Any) -> None:
     except (TimeoutError, TopicError) as exc:
         raise self.UsageError(str(exc) or "timed out talking to the broker") from None
     self.say(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else ""))
+
+
+@app.command()
+@_interrupted
+async def slots(self: Any) -> None:
+    """Print the live shard map: each run of slots with its shard, epoch and state."""
+    try:
+        await control.load(settings)
+    except ControlError as exc:
+        raise self.UsageError(str(exc)) from None
+    finally:
+        await control.close()
+    layout, live = control.layout, control.slots
+    rows = []
+    for span, slot in live.runs():
+        move = slot.move
+        state = "active" if move is None else f"move {move.id} to shard {move.target}: {move.phase}"
+        rows.append({"slots": span, "shard": slot.shard, "epoch": slot.epoch, "state": state})
+    print(table(rows, ["slots", "shard", "epoch", "state"]), end="")
+    owning = {slot.shard for slot in live.slots}
+    idle = [str(n) for n in range(len(settings.shards)) if n not in owning]
+    print(
+        f"map version {live.version}; update topic: {layout.partitions} partitions in "
+        f"{layout.home_blocks} blocks; internal topic: {layout.internal.block} partitions per shard"
+        + (f"; shards without slots: {', '.join(idle)}" if idle else "")
+    )
+
+
+@app.command(
+    argument("slots"),
+    option("--to", "target", type=int, help="the shard to move them to (its number)"),
+    option("--dry-run", is_flag=True, help="print the plan (apps, rows, partitions, lag) only"),
+    option(
+        "--max-lag",
+        type=int,
+        default=100_000,
+        show_default=True,
+        help="refuse to start while more messages than this wait in the slots' partitions",
+    ),
+    option(
+        "--timeout",
+        type=float,
+        default=10.0,
+        show_default=True,
+        help="longest freeze, seconds: no switch by then cancels the move",
+    ),
+    option("--cleanup", is_flag=True, help="delete moved slots' rows from the shard they left"),
+)
+@_interrupted
+async def move_slots(
+    self: Any,
+    slots: str,
+    target: int | None,
+    dry_run: bool,
+    max_lag: int,
+    timeout: float,
+    cleanup: bool,
+) -> None:
+    """Move SLOTS (e.g. 80-bf, a3, 00-0f,a3) to shard --to while updates flow; run it again
+    after an interruption and it goes on where it stopped. docs/resharding.md tells how."""
+    try:
+        chosen = parse_slots(slots)
+    except ValueError as exc:
+        raise self.UsageError(str(exc)) from None
+    if cleanup == (target is not None):
+        raise self.UsageError("give either --to SHARD (move) or --cleanup")
+    if timeout <= 0:
+        raise self.UsageError("--timeout must be positive")
+    try:
+        await control.load(settings)
+    except ControlError as exc:
+        raise self.UsageError(str(exc)) from None
+    producer = AIOKafkaProducer(**broker.client_options(), acks="all", enable_idempotence=False)
+    offsets = GroupOffsets(broker, settings.group_id)
+    updates, internal = settings.topic(UPDATES), settings.topic(INTERNAL)
+
+    async def send_marker(topic: str, partition: int, value: bytes, headers: Any) -> int:
+        sent = await producer.send_and_wait(topic, value, partition=partition, headers=headers)
+        return int(sent.offset)
+
+    async def committed(wanted: Any) -> dict:
+        found = await offsets.committed([TopicPartition(t, p) for t, p in wanted])
+        return {(tp.topic, tp.partition): offset for tp, offset in found.items()}
+
+    async def ends(wanted: Any) -> dict:
+        found = await fetched_ends(broker, [TopicPartition(t, p) for t, p in wanted])
+        return {(tp.topic, tp.partition): offset for tp, offset in found.items()}
+
+    mover = Mover(control, settings.shards, (updates, internal), send_marker, committed, ends, say)
+    failed = None
+    await producer.start()
+    try:
+        if cleanup:
+            deleted = await mover.cleanup(chosen)
+            say(f"cleanup: done, {deleted:,} rows deleted")
+        else:
+            assert target is not None
+            plan = await mover.plan(chosen, target)
+            if plan.source == target and plan.move is None:  # done before (a run again)
+                say(f"slots {format_slots(chosen)} are on shard {target}: nothing to do")
+                return
+            say(plan.describe(chosen, target))
+            if plan.lag > max_lag and plan.move is None and not dry_run:
+                raise MoveFailed(
+                    f"{plan.lag:,} messages wait, more than --max-lag {max_lag:,}: try again "
+                    "when the workers have caught up"
+                )
+            if not dry_run:
+                await mover.run(chosen, target, timeout)
+    except MoveFailed as exc:
+        failed = str(exc)
+    except (psycopg2.Error, OSError) as exc:  # a shard or the control store: say which
+        failed = "a database did not answer: " + (" ".join(str(exc).split()) or repr(exc))
+    finally:
+        await producer.stop()
+        await offsets.on_stop()
+        await mover.close()
+        await control.close()
+    if failed:
+        print(f"move-slots: {failed}", file=sys.stderr, flush=True)
+        os._exit(1)
+
+
+def say(line: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
 
 
 def _window(self: Any, since: str | None, until: str | None) -> tuple[float | None, float | None]:
@@ -303,6 +433,10 @@ async def dlq(
     if dry_run or not ready:
         print(f"{len(ready)} dead letter(s) would be redriven; {still_bad} still invalid")
         return
+    try:
+        await control.load(settings)  # the layout: each letter goes to its app's partition
+    except ControlError as exc:
+        raise self.UsageError(str(exc)) from None
     producer = AIOKafkaProducer(
         **broker.client_options(),
         acks="all",
@@ -321,7 +455,7 @@ async def dlq(
                         app_key, str(update.subscription_id), update.properties, time.time()
                     ),
                     key=app_key.encode(),
-                    partition=layout.source_partition(app_key),
+                    partition=control.layout.source_partition(app_key),
                 )
             )
         await asyncio.gather(*sent)

@@ -113,11 +113,11 @@ class Shards(Service):
                 return
             async with pool.acquire() as conn, conn.cursor() as cur:
                 # Two workers migrating at once would race on CREATE TABLE IF NOT EXISTS.
-                await cur.execute("SELECT pg_advisory_lock(72417)")
+                await cur.execute("SELECT pg_advisory_lock(%s)", (sql.SCHEMA_LOCK,))
                 try:
                     await cur.execute(sql.SCHEMA)
                 finally:
-                    await cur.execute("SELECT pg_advisory_unlock(72417)")
+                    await cur.execute("SELECT pg_advisory_unlock(%s)", (sql.SCHEMA_LOCK,))
             self._migrated[shard] = True
             log.info("shard %d: schema is up to date", shard)
 

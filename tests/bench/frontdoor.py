@@ -301,7 +301,7 @@ class Candidate:
             else:
                 publisher = Librdkafka(self.broker)
             await publisher.start()
-        layout = Layout(PARTITIONS, PARTITIONS, even_shard_map(2), 2)
+        layout = Layout(PARTITIONS, even_shard_map(2), 2, PARTITIONS // 2)
         api = Api(parse_all([KEY]), None, publisher, layout.source_partition, None, bytes, {})
         self.route = Router(api)
 

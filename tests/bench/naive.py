@@ -14,8 +14,7 @@ import aiopg
 import faust
 import orjson
 
-from app.model.partitioning import Layout
-from app.model.slots import even_shard_map
+from app.model.slots import even_shard_map, slot_of
 from app.sink.sql import SCHEMA
 
 UPSERT = """
@@ -29,7 +28,7 @@ WHERE subscriptions.version < EXCLUDED.version
 
 dsns = os.environ["NAIVE_SHARDS"].split(",")
 partitions = int(os.environ["NAIVE_PARTITIONS"])
-layout = Layout(partitions, partitions, even_shard_map(len(dsns)), len(dsns))  # no internal topic
+shard_map = even_shard_map(len(dsns))  # no internal topic: the app's shard takes its update
 app = faust.App(
     os.environ["NAIVE_GROUP"],
     broker=os.environ["NAIVE_BROKER"],
@@ -55,7 +54,7 @@ async def upsert_each(stream):
             pools.append(pool)
     async for event in stream.events():
         update = orjson.loads(event.value)
-        pool = pools[layout.shard_of_app(update["app_id"])]
+        pool = pools[shard_map[slot_of(update["app_id"])]]
         async with pool.acquire() as conn, conn.cursor() as cur:  # autocommit: one transaction
             await cur.execute(
                 UPSERT,

@@ -22,8 +22,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.kafka.names import INTERNAL
 from app.kafka.security import bootstrap_servers
-from app.model.partitioning import Layout
-from app.model.slots import even_shard_map
+from app.model.partitioning import Blocks, Layout
+from app.model.slots import SlotMap, even_shard_map, parse_shard_map
 from app.sink.coalesce import apply
 from deploy.local import free_port
 from deploy.stack import ROOT, Ingest, Worker, faust
@@ -43,6 +43,31 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """A layout and a live map together: where an app's rows are and where its updates go."""
+
+    seeded: Layout
+    slots: SlotMap
+
+    @property
+    def source(self) -> Blocks:
+        return self.seeded.source
+
+    @property
+    def internal(self) -> Blocks:
+        return self.seeded.internal
+
+    def shard_of_app(self, app_id: str) -> int:
+        return self.slots.shard_of_app(app_id)
+
+    def source_partition(self, app_id: str) -> int:
+        return self.seeded.source_partition(app_id)
+
+    def target_partition(self, app_id: str, subscription_id: str) -> int:
+        return self.seeded.internal.partition(self.shard_of_app(app_id), subscription_id)
+
+
 @dataclass
 class Pipeline:
     name: str
@@ -52,6 +77,7 @@ class Pipeline:
     partitions: int  # of the update topic
     internal_partitions: int
     tmp: Path
+    seed_shards: int = 0  # the shards the cluster was seeded with (0: all of dsns)
     workers: list[Worker] = field(default_factory=list)
     ingests: list[Ingest] = field(default_factory=list)
 
@@ -104,14 +130,32 @@ class Pipeline:
             partitions,
             internal_partitions,
             tmp,
+            seed_shards=shards,
         )
         pipeline.create_topics()
         return pipeline
 
     @property
-    def layout(self) -> Layout:
-        shards = len(self.dsns)
-        return Layout(self.partitions, self.internal_partitions, even_shard_map(shards), shards)
+    def layout(self) -> Placement:
+        """Where the seed puts each app and row (the tests' clusters are seeded by their first
+        worker with the even map, a block of each topic per shard unless ROWSTREAM_INTERNAL_BLOCK
+        says otherwise)."""
+        shards = self.seed_shards or len(self.dsns)
+        given = self.env.get("ROWSTREAM_SHARD_MAP")
+        shard_map = parse_shard_map(given, shards) if given else even_shard_map(shards)
+        block = int(self.env.get("ROWSTREAM_INTERNAL_BLOCK", 0))
+        block = block or self.internal_partitions // shards
+        return Placement(Layout(self.partitions, shard_map, shards, block), SlotMap.seed(shard_map))
+
+    def add_shard(self, postgres: Any) -> str:
+        """A new database appended to ROWSTREAM_SHARDS (for the processes started next); its
+        DSN."""
+        database = f"{self.name}_shard{len(self.dsns)}"
+        postgres.create_databases([database])
+        dsn = postgres.dsn(database)
+        self.dsns.append(dsn)
+        self.env["ROWSTREAM_SHARDS"] += f",{dsn}"
+        return dsn
 
     def partitions_of(self, name: str) -> range:
         """The partitions of topic ``name`` (unprefixed)."""
@@ -161,12 +205,17 @@ class Pipeline:
 
     # --- Postgres ---------------------------------------------------------------------------
 
-    def rows(self, only: str | None = None) -> dict[tuple[str, str], dict]:
+    def rows(
+        self, only: str | None = None, shard_of_app: Callable[[str], int] | None = None
+    ) -> dict[tuple[str, str], dict]:
         """Every row of every shard (or of app ``only``, asking only its shard):
-        (app, subscription) → {properties, version, updated_at}."""
+        (app, subscription) → {properties, version, updated_at, shard}. With ``shard_of_app``
+        (after a move), a row counts only on the shard it names."""
         found = {}
-        dsns = [self.dsns[self.layout.shard_of_app(only)]] if only else self.dsns
-        for dsn in dsns:
+        shard_of_app = shard_of_app or self.layout.shard_of_app
+        shards = [shard_of_app(only)] if only else range(len(self.dsns))
+        for shard in shards:
+            dsn = self.dsns[shard]
             conn = psycopg2.connect(dsn)
             try:
                 with conn.cursor() as cur:
@@ -178,29 +227,37 @@ class Pipeline:
                         "updated_at FROM subscriptions"
                     )
                     for app_id, sub, properties, version, updated_at in cur.fetchall():
-                        if only and app_id != only:
+                        if (only and app_id != only) or shard_of_app(app_id) != shard:
                             continue
                         found[(app_id, sub)] = {
                             "properties": properties,
                             "version": version,
                             "updated_at": updated_at,
                             "dsn": dsn,
+                            "shard": shard,
                         }
             finally:
                 conn.close()
         return found
 
-    def properties(self, only: str | None = None) -> dict[tuple[str, str], dict]:
-        return {key: row["properties"] for key, row in self.rows(only).items()}
+    def properties(
+        self, only: str | None = None, shard_of_app: Callable[[str], int] | None = None
+    ) -> dict[tuple[str, str], dict]:
+        return {key: row["properties"] for key, row in self.rows(only, shard_of_app).items()}
 
     async def wait_for_rows(
-        self, expected: dict, timeout: float, what: str, only: str | None = None
+        self,
+        expected: dict,
+        timeout: float,
+        what: str,
+        only: str | None = None,
+        shard_of_app: Callable[[str], int] | None = None,
     ) -> None:
-        """Wait until the rows' properties (of app ``only``, if given) equal ``expected``; on
-        timeout, show the difference."""
+        """Wait until the rows' properties (of app ``only``, if given; each read on the shard
+        ``shard_of_app`` names) equal ``expected``; on timeout, show the difference."""
 
         def actual():
-            return self.properties(only)
+            return self.properties(only, shard_of_app)
 
         async def equal():
             return actual() == expected

@@ -6,10 +6,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.model.partitioning import Layout, murmur2
-from app.model.slots import even_shard_map, parse_shard_map
+from app.model.slots import Move, Phase, SlotMap, even_shard_map, parse_shard_map
 
 
 # The Java client's own test vectors (org.apache.kafka.common.utils.UtilsTest), as signed ints.
+def seeded(partitions: int, internal: int, shards: int) -> tuple[Layout, SlotMap]:
+    """The layout and map a cluster is seeded with: the even map, blocks per shard."""
+    shard_map = even_shard_map(shards)
+    return Layout(partitions, shard_map, shards, internal // shards), SlotMap.seed(shard_map)
+
+
 @pytest.mark.parametrize(
     "key, java_value",
     [
@@ -46,10 +52,10 @@ SUB = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
     ],
 )
 def test_golden_partitions(partitions, internal, shards, app_id, shard, source, target):
-    layout = Layout(partitions, internal, even_shard_map(shards), shards)
-    assert layout.shard_of_app(app_id) == shard
+    layout, slots = seeded(partitions, internal, shards)
+    assert slots.shard_of_app(app_id) == shard
     assert layout.source_partition(app_id) == source
-    assert layout.target_partition(app_id, SUB) == target
+    assert layout.internal.partition(slots.route(app_id, source, 0), SUB) == target
 
 
 def test_even_map_gives_contiguous_equal_runs():
@@ -61,9 +67,9 @@ def test_even_map_gives_contiguous_equal_runs():
 
 
 def test_first_byte_decides_the_shard_whatever_the_case():
-    layout = Layout(24, 24, even_shard_map(2), 2)
-    assert layout.shard_of_app("7FFFFFFF-0000-0000-0000-000000000000") == 0
-    assert layout.shard_of_app("80000000-0000-0000-0000-000000000000") == 1
+    _, slots = seeded(24, 24, 2)
+    assert slots.shard_of_app("7FFFFFFF-0000-0000-0000-000000000000") == 0
+    assert slots.shard_of_app("80000000-0000-0000-0000-000000000000") == 1
 
 
 @pytest.mark.parametrize(
@@ -71,36 +77,39 @@ def test_first_byte_decides_the_shard_whatever_the_case():
     [(24, 24, 2), (24, 6, 3), (720, 48, 4), (720, 720, 6), (8, 16, 8)],
 )
 def test_every_key_lands_inside_its_shards_block(partitions, internal, shards):
-    layout = Layout(partitions, internal, even_shard_map(shards), shards)
+    layout, slots = seeded(partitions, internal, shards)
     assert layout.source.block * shards == partitions
     assert layout.internal.block * shards == internal
     for n in range(2000):
         app_id = f"{n % 256:02x}{n:06x}-0000-4000-8000-{n:012x}"
-        shard = layout.shard_of_app(app_id)
+        shard = slots.shard_of_app(app_id)
         for blocks, partition in (
             (layout.source, layout.source_partition(app_id)),
-            (layout.internal, layout.target_partition(app_id, SUB)),
+            (layout.internal, layout.internal.partition(shard, SUB)),
         ):
             assert partition in blocks.partitions_of(shard)
             assert blocks.shard_of(partition) == shard
 
 
-def test_a_block_added_to_the_internal_topic_for_a_new_shard_moves_no_row():
-    """Room for adding a shard (12 internal partitions per shard by default): with the third
-    shard's block appended, a row of shard 0 or 1 keeps its internal partition."""
-    before = Layout(24, 24, even_shard_map(2), 2)
-    slots = list(before.slot_map)  # the new shard owns no slot yet
-    after = Layout(24, 36, slots, 3)
+def test_a_slot_moved_to_an_added_shard_keeps_its_update_partition():
+    """The update topic follows the home map, which never changes: an app whose slot moved to a
+    third shard keeps its partition (its versions stay one sequence of offsets), and its rows
+    go to the third shard's block of the internal topic; the other slots keep theirs."""
+    layout, slots = seeded(24, 36, 2)  # room in the internal topic for a third shard
+    moved = slots.with_move(Move(1, (0x80,), 1, 2, Phase.SWITCHED))
     for n in range(2000):
         app_id, sub = f"{n % 256:02x}{n:06x}-0000-4000-8000-{n:012x}", f"{n:08x}-1-4-8-0"
-        assert after.target_partition(app_id, sub) == before.target_partition(app_id, sub)
+        source = layout.source_partition(app_id)
+        assert layout.source.shard_of(source) == slots.home[int(app_id[:2], 16)]
+        shard = moved.route(app_id, source, n)
+        assert shard == (2 if app_id.startswith("80") else slots.shard_of_app(app_id))
+        assert layout.internal.shard_of(layout.internal.partition(shard, sub)) == shard
 
 
 def test_explicit_map_moves_one_slot():
-    slots = parse_shard_map("00-7f=0,80-fe=1,ff=0", 2)
-    layout = Layout(24, 24, slots, 2)
-    assert layout.shard_of_app("ff8fad5b-d9cb-469f-a165-70867728950e") == 0
-    assert layout.shard_of_app("fe8fad5b-d9cb-469f-a165-70867728950e") == 1
+    slots = SlotMap.seed(parse_shard_map("00-7f=0,80-fe=1,ff=0", 2))
+    assert slots.shard_of_app("ff8fad5b-d9cb-469f-a165-70867728950e") == 0
+    assert slots.shard_of_app("fe8fad5b-d9cb-469f-a165-70867728950e") == 1
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,12 @@
 """Configuration errors stop the worker with one clear line naming the variable."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 from app.settings import ConfigError, Settings, load, redact_dsn
+from app.sink.control import ControlError, Seed
 
 TWO = "postgresql://h/a,postgresql://h/b"
 
@@ -34,18 +36,30 @@ def test_values_are_parsed_from_the_environment():
 
 def test_the_internal_topic_has_its_own_partition_count():
     settings = load({"ROWSTREAM_PARTITIONS": "720", "ROWSTREAM_INTERNAL_PARTITIONS": "48"})
-    assert (settings.layout.source.block, settings.layout.internal.block) == (360, 24)
+    layout = Seed.of(settings).layout()
+    assert (layout.source.block, layout.internal.block) == (360, 24)
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"ROWSTREAM_PARTITIONS": "25"}, "ROWSTREAM_PARTITIONS (25) must be divisible"),
+        (
+            {"ROWSTREAM_INTERNAL_PARTITIONS": "9"},
+            "ROWSTREAM_INTERNAL_PARTITIONS (9) must be divisible by the number of shards",
+        ),
+    ],
+)
+def test_a_cluster_is_seeded_only_with_partitions_that_split_over_its_shards(environ, message):
+    settings = load(environ)  # fine as settings: a cluster seeded before may have fewer shards
+    with pytest.raises(ControlError, match=re.escape(message)):
+        Seed.of(settings)
 
 
 @pytest.mark.parametrize(
     "environ, message",
     [
         ({"ROWSTREAM_NOPE": "1"}, "unknown setting ROWSTREAM_NOPE"),
-        ({"ROWSTREAM_PARTITIONS": "25"}, "ROWSTREAM_PARTITIONS (25) must be divisible"),
-        (
-            {"ROWSTREAM_INTERNAL_PARTITIONS": "9"},
-            "ROWSTREAM_INTERNAL_PARTITIONS (9) must be divisible by the number of shards",
-        ),
         (
             {"ROWSTREAM_INTERNAL_PARTITIONS": "-2"},
             "ROWSTREAM_INTERNAL_PARTITIONS: Input should be greater than or equal to 0",

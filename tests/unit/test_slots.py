@@ -85,3 +85,12 @@ def test_a_cancel_leaves_the_slots_where_they_were():
     cancelled = frozen.with_move(Move(7, tuple(range(0x80, 0xC0)), 1, 2, Phase.CANCELLED))
     assert cancelled.route(APP_80, 13, 501) == 1
     assert cancelled.slots[0x80].epoch == 0 and not cancelled.frozen(APP_80)
+
+
+def test_the_map_prints_as_runs_of_alike_slots():
+    frozen = moving(Phase.FREEZE, {13: 500})
+    assert [(span, slot.shard, slot.move is not None) for span, slot in frozen.runs()] == [
+        ("00-7f", 0, False),
+        ("80-bf", 1, True),
+        ("c0-ff", 1, False),
+    ]
