@@ -4,12 +4,17 @@ send numbered updates (each after the previous one's 202) while slots 80-bf move
 then every row, read on the shard the map names, must hold every accepted update in order."""
 
 import asyncio
+import signal
+import subprocess
 import time
 
 import psycopg2
+import pytest
 
+from deploy.stack import ROOT, faust
 from tests.integration.test_cli import run
 from tests.support.faultload import count_anomalies, load
+from tests.support.helpers import eventually
 
 MOVED = "9e000000-0000-4000-8000-000000000002"  # slot 9e: shard 1, moves to 2
 STAYS = "c5000000-0000-4000-8000-000000000003"  # slot c5: shard 1, stays
@@ -81,3 +86,130 @@ def test_move_slots_refuses_what_it_cannot_do_with_one_line(pipeline_factory):
         assert message in err and "Traceback" not in err, (args, err[-3000:])
     code, out, err = run(pipeline, "move-slots", "80-bf", "--to", "1")  # where they are
     assert code == 0 and "slots 80-bf are on shard 1: nothing to do" in err, err[-3000:]
+
+
+PRELOADED = "9f000000-0000-4000-8000-00000000000f"  # slot 9f: rows that make the copy take a while
+
+
+def preload(dsn: str, rows: int) -> None:
+    """``rows`` rows of app PRELOADED straight into a shard (as if written long ago)."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO subscriptions (app_id, subscription_id, properties, version) "
+                "SELECT %s::uuid, ('00000000-0000-4000-8000-' || lpad(to_hex(n), 12, '0'))::uuid,"
+                " jsonb_build_object('n', n), 0 FROM generate_series(1, %s) n",
+                (PRELOADED, rows),
+            )
+    finally:
+        conn.close()
+
+
+def start_move(pipeline, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        faust("move-slots", *args),
+        env=pipeline.env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def kill_at(command: subprocess.Popen, said: str, timeout: float = 120) -> str:
+    """SIGKILL the command once a line of its output contains ``said``; its output."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = await asyncio.to_thread(command.stderr.readline)
+        if not line:
+            break
+        lines.append(line)
+        if said in line:
+            command.send_signal(signal.SIGKILL)
+            command.wait(10)
+            return "".join(lines)
+    command.kill()
+    raise AssertionError(f"move-slots never said {said!r}:\n{''.join(lines)[-3000:]}")
+
+
+async def finished(pipeline, ledger) -> None:
+    """Wait until the clients' rows (read on the shards the map names) hold what was accepted;
+    then 0 lost and 0 reordered."""
+
+    def clients_rows() -> dict:
+        found = pipeline.properties(shard_of_app=after_the_move)
+        return {key: found[key] for key in found if key[0] != PRELOADED}
+
+    async def drained() -> bool:
+        return clients_rows() == ledger.rows
+
+    await eventually(drained, 240, "every row on its shard")
+    lost, reordered = count_anomalies(ledger, clients_rows())
+    print(f"\n{ledger.accepted} updates accepted, {lost} lost, {reordered} reordered")
+    assert (lost, reordered) == (0, 0)
+
+
+@pytest.mark.faults
+async def test_a_move_killed_in_its_copy_and_its_freeze_goes_on_when_run_again(pipeline_factory):
+    pipeline = pipeline_factory(**SETTINGS)
+    pipeline.start_worker()
+    ingest = pipeline.start_ingest()
+    await asyncio.to_thread(run, pipeline, "slots")  # seeds the cluster, applies no schema
+    async with load([ingest.port], APPS, rows_per_app=40, batch=10, rate=600) as client:
+        await asyncio.sleep(3)  # the worker has made the schema by now
+        preload(pipeline.dsns[1], 300_000)
+        said = await kill_at(start_move(pipeline, "80-bf", "--to", "2"), "copy: ")
+        print(f"\nkilled in the copy:\n{said}")
+        said = await kill_at(start_move(pipeline, "80-bf", "--to", "2"), "freeze: ")
+        print(f"killed in the freeze:\n{said}")
+        assert "copy: done" in said and "a new move" not in said  # resumed, not restarted
+        code, _, err = await asyncio.to_thread(run, pipeline, "move-slots", "80-bf", "--to", "2")
+        print(f"run again:\n{err}")
+        assert code == 0 and "switched: slots 80-bf on shard 2" in err, err[-3000:]
+        await asyncio.sleep(2)
+    await finished(pipeline, client.ledger)
+    assert len(pipeline.rows(only=PRELOADED, shard_of_app=after_the_move)) == 300_000
+
+
+@pytest.mark.faults
+async def test_a_timed_out_switch_changes_nothing_and_a_drain_outlives_a_worker(pipeline_factory):
+    pipeline = pipeline_factory(**SETTINGS)
+    workers = [pipeline.start_worker(), pipeline.start_worker()]
+    ingest = pipeline.start_ingest()
+    async with load([ingest.port], APPS, rows_per_app=40, batch=10, rate=600) as client:
+        await asyncio.sleep(5)
+        code, out, err = await asyncio.to_thread(
+            run, pipeline, "move-slots", "80-bf", "--to", "2", "--timeout", "0.001"
+        )
+        print(f"\ntimed out:\n{err}")
+        assert code == 1 and "cancelled, the slots stay on shard 1" in err, err[-3000:]
+        code, out, _ = await asyncio.to_thread(run, pipeline, "slots")
+        assert "80-ff      1      0  active" in out, out
+        accepted = client.ledger.accepted
+        await asyncio.sleep(2)
+        assert client.ledger.accepted > accepted  # unfrozen
+        command = start_move(pipeline, "80-bf", "--to", "2", "--timeout", "60")
+        said = await kill_at_worker(command, "freeze: ", workers, pipeline)
+        print(f"a worker killed in the drain:\n{said}")
+        assert command.returncode == 0 and "switched: slots 80-bf on shard 2" in said, said
+        await asyncio.sleep(2)
+    await finished(pipeline, client.ledger)
+
+
+async def kill_at_worker(command, said, workers, pipeline) -> str:
+    """SIGKILL the first worker once the command says ``said``, start it again; the command's
+    whole output once it exits."""
+    lines: list[str] = []
+    while True:
+        line = await asyncio.to_thread(command.stderr.readline)
+        if not line:
+            break
+        lines.append(line)
+        if said in line and len([seen for seen in lines if said in seen]) == 1:
+            port = workers[0].web_port
+            workers[0].kill()
+            workers[0] = pipeline.start_worker(port=port)
+    command.wait(60)
+    return "".join(lines)
