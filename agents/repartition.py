@@ -1,10 +1,12 @@
 """Repartition: update topic (key app ID) → internal topic, in batch records.
 
-Input: ``subscription-updates``, one partition per app (its shard block, hash of the app ID),
-one update or an update batch of one app per record (``app.model.events``), as units
-(``app.kafka.units``).
+Input: ``subscription-updates``, one partition per app (its home shard's block, hash of the app
+ID), one update or an update batch of one app per record (``app.model.events``), as units
+(``app.kafka.units``); and the markers of slot moves (``app.ops.moves``).
 Output: ``rowstream-by-subscription``, batch records (``app.model.events``): each update goes to the
-partition of its app's shard block that its subscription ID hashes to, with ``version`` = its
+block of the shard the live map routes it to (``SlotMap.route``: a moving slot's update after its
+partition's marker waits here until the switch; a marker is recorded and the map read again
+before the records after it), to the partition its subscription ID hashes to, with ``version`` = its
 offset in the update topic (an update batch's updates of one row are folded into one first, so
 that a version names one update of a row). Updates for one target partition are gathered across
 units and sent as one record when the batch is full or ``ROWSTREAM_FORWARD_LINGER`` old

@@ -119,6 +119,12 @@ FORWARD_FAILURES = Counter(
     "timed out); their partition is read again from the first of them.",
     registry=REGISTRY,
 )
+MOVED_AWAY = Counter(
+    "rowstream_sink_moved_away",
+    "Updates the sink read again from the block of a shard their slot has moved away from "
+    "(replays of updates the move's drain had applied there): not written.",
+    registry=REGISTRY,
+)
 
 
 INGEST_PREFIX = "rowstream_ingest_"

@@ -125,10 +125,13 @@ class Control:
             raise RuntimeError("Control.load() first")
         return self._slots
 
-    async def _connection(self) -> Any:
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A connection of the pool, given back at the end (kept open)."""
         if self._pool is None:
             self._pool = await aiopg.create_pool(self.dsn, minsize=0, maxsize=2, timeout=10.0)
-        return self._pool.acquire()
+        async with self._pool.acquire() as conn:
+            yield conn
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -140,7 +143,7 @@ class Control:
         """Create the schema and seed it if this is the cluster's first start (``Seed.of``),
         read the layout and the map, and check ``settings`` against them."""
         try:
-            async with await self._connection() as conn, conn.cursor() as cur:
+            async with self._connection() as conn, conn.cursor() as cur:
                 await cur.execute("SELECT pg_advisory_lock(%s)", (LOCK,))
                 try:
                     await cur.execute(sql.CONTROL_SCHEMA)
@@ -211,6 +214,11 @@ class Control:
             await self.try_refresh()
         return shard
 
+    async def read_again(self) -> bool:
+        """Read the map again now; True when the store answered (the map is current)."""
+        await self.try_refresh()
+        return not self._failing
+
     async def saw_marker(self, move_id: int, partition: int, offset: int) -> None:
         """A marker of ``move_id`` was read at (``partition``, ``offset``) of the update topic:
         record it (unless one is recorded there already) and read the map again, before the
@@ -236,7 +244,7 @@ class Control:
 
     async def refresh(self) -> bool:
         """Read the map again if its version moved; True when it changed."""
-        async with await self._connection() as conn, conn.cursor() as cur:
+        async with self._connection() as conn, conn.cursor() as cur:
             await cur.execute(sql.SELECT_VERSION)
             (version,) = await cur.fetchone()
             if version == self.slots.version:
@@ -249,7 +257,7 @@ class Control:
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
         """A cursor inside one transaction, committed at the end, rolled back on error."""
-        async with await self._connection() as conn, conn.cursor() as cur:
+        async with self._connection() as conn, conn.cursor() as cur:
             await cur.execute("BEGIN")
             try:
                 yield cur
@@ -294,18 +302,18 @@ class Control:
             return Move(move_id, slots, sources[0], target, Phase.COPY)
 
     async def move(self, move_id: int) -> Move:
-        async with await self._connection() as conn, conn.cursor() as cur:
+        async with self._connection() as conn, conn.cursor() as cur:
             return await self._move(cur, move_id)
 
     async def progress(self, move_id: int) -> dict[str, Any]:
         """What the move's command recorded of its work (``note_progress``)."""
-        async with await self._connection() as conn, conn.cursor() as cur:
+        async with self._connection() as conn, conn.cursor() as cur:
             await cur.execute(sql.SELECT_MOVE, {"id": move_id})
             row = await cur.fetchone()
         return dict(row[6])
 
     async def note_progress(self, move_id: int, **progress: Any) -> None:
-        async with await self._connection() as conn, conn.cursor() as cur:
+        async with self._connection() as conn, conn.cursor() as cur:
             await cur.execute(
                 sql.SET_PROGRESS, {"id": move_id, "progress": orjson.dumps(progress).decode()}
             )
@@ -337,7 +345,7 @@ class Control:
 
     async def last_switched(self, slots: tuple[int, ...]) -> list[Move]:
         """The switched moves of any of ``slots``, newest first."""
-        async with await self._connection() as conn, conn.cursor() as cur:
+        async with self._connection() as conn, conn.cursor() as cur:
             await cur.execute(sql.LAST_SWITCHED, {"slots": list(slots)})
             return [_move_of(row) for row in await cur.fetchall()]
 
@@ -345,17 +353,17 @@ class Control:
 
     async def seen(self, name: str) -> None:
         """Process ``name`` works with the map at its current version."""
-        async with await self._connection() as conn, conn.cursor() as cur:
+        async with self._connection() as conn, conn.cursor() as cur:
             await cur.execute(sql.SEEN, {"name": name, "version": self.slots.version})
 
     async def forget(self, name: str) -> None:
-        async with await self._connection() as conn, conn.cursor() as cur:
+        async with self._connection() as conn, conn.cursor() as cur:
             await cur.execute(sql.FORGET_PROCESS, {"name": name})
 
     async def behind(self, version: int, within: float) -> list[str]:
         """The processes heard from in the last ``within`` seconds that have not seen
         ``version`` of the map."""
-        async with await self._connection() as conn, conn.cursor() as cur:
+        async with self._connection() as conn, conn.cursor() as cur:
             await cur.execute(sql.BEHIND, {"version": version, "within": within})
             return [name for (name,) in await cur.fetchall()]
 

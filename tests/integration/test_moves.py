@@ -33,6 +33,27 @@ def after_the_move(app_id: str) -> int:
     return 0 if slot < 0x80 else 2 if slot < 0xC0 else 1
 
 
+def during_the_move(ledger, start: float, end: float) -> str:
+    """The freeze as the clients saw it, and each app's accepted updates per second before and
+    during the move."""
+    waited = sorted(ledger.waited)
+
+    def rate(times: list[float], a: float, b: float) -> float:
+        return sum(1 for t in times if a <= t < b) / max(b - a, 1e-9)
+
+    rates = ", ".join(
+        f"{app[:2]}: {rate(times, start - 3, start):.0f} → {rate(times, start, end):.0f}/s"
+        for app, times in sorted(ledger.by_app.items())
+    )
+    if not waited:
+        return f"no request waited; updates accepted per app before → during the move: {rates}"
+    p50, p99 = waited[len(waited) // 2], waited[min(len(waited) - 1, int(len(waited) * 0.99))]
+    return (
+        f"{len(waited)} requests waited for the freeze: p50 {p50:.2f} s, p99 {p99:.2f} s; "
+        f"updates accepted per app before → during the move: {rates}"
+    )
+
+
 def apps_on(dsn: str) -> dict[str, int]:
     conn = psycopg2.connect(dsn)
     try:
@@ -57,6 +78,7 @@ async def test_slots_move_to_another_shard_while_updates_flow(pipeline_factory):
     print(f"\nmove-slots 80-bf --to 2 took {took:.1f} s under load:\n{err}")
     assert "switched: slots 80-bf on shard 2" in err
     ledger = client.ledger
+    print(during_the_move(ledger, started, started + took))
     await pipeline.wait_for_rows(
         ledger.rows, 120, "every row on its shard", shard_of_app=after_the_move
     )
@@ -152,6 +174,7 @@ async def finished(pipeline, ledger) -> None:
 
 
 @pytest.mark.faults
+@pytest.mark.long  # a minute: make faults
 async def test_a_move_killed_in_its_copy_and_its_freeze_goes_on_when_run_again(pipeline_factory):
     pipeline = pipeline_factory(**SETTINGS)
     pipeline.start_worker()

@@ -46,6 +46,8 @@ class Ledger:
     accepted: int = 0
     retried: int = 0
     accepted_at: list[float] = field(default_factory=list)
+    by_app: dict[str, list[float]] = field(default_factory=dict)  # acceptance times per app
+    waited: list[float] = field(default_factory=list)  # seconds, of requests answered 503 first
 
     def next_patch(self, row: tuple[str, str]) -> tuple[int, dict]:
         n = self.sequences.get(row, 0)
@@ -55,7 +57,9 @@ class Ledger:
         self.rows[row] = apply(self.rows.get(row, {}), patch(n))
         self.sequences[row] = n + 1
         self.accepted += 1
-        self.accepted_at.append(time.monotonic())
+        now = time.monotonic()
+        self.accepted_at.append(now)
+        self.by_app.setdefault(row[0], []).append(now)
 
 
 def count_anomalies(ledger: Ledger, actual: dict[tuple[str, str], dict]) -> tuple[int, int]:
@@ -137,7 +141,9 @@ class FailoverClient:
     async def _post(self, session, body, worker) -> int:
         """POST the batch (a single update: PATCH it) to an ingest process, the next one after
         a failure, until one accepts it."""
-        deadline = time.monotonic() + 120
+        first = time.monotonic()
+        deadline = first + 120
+        refused = False
         while True:
             port = self.ports[worker % len(self.ports)]
             if len(body) == 1:
@@ -150,8 +156,11 @@ class FailoverClient:
                     method, f"http://127.0.0.1:{port}{path}", json=json
                 ) as response:
                     if response.status == 202:
+                        if refused:
+                            self.ledger.waited.append(time.monotonic() - first)
                         return worker
                     assert response.status == 503, (response.status, await response.text())
+                    refused = True
             except (TimeoutError, aiohttp.ClientError):
                 pass
             self.ledger.retried += 1
