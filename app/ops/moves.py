@@ -43,6 +43,7 @@ from app.model import events
 from app.model.slots import Move, Phase, format_slots
 from app.sink import sql
 from app.sink.control import Control, ControlError
+from app.sink.shards import apply_schema
 
 PAGE = 5_000  # rows per copy or delete statement
 FEW = 1_000  # a catch-up pass that copies fewer rows than this ends the catch-up
@@ -115,12 +116,7 @@ class Mover:
         """The shard's pool; its schema applied first (a target no worker wrote to yet)."""
         if shard not in self._pools:
             pool = await aiopg.create_pool(self.dsns[shard], minsize=0, maxsize=2, timeout=10.0)
-            async with pool.acquire() as conn, conn.cursor() as cur:
-                await cur.execute("SELECT pg_advisory_lock(%s)", (sql.SCHEMA_LOCK,))
-                try:
-                    await cur.execute(sql.SCHEMA)
-                finally:
-                    await cur.execute("SELECT pg_advisory_unlock(%s)", (sql.SCHEMA_LOCK,))
+            await apply_schema(pool)
             self._pools[shard] = pool
         return self._pools[shard]
 

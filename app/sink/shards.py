@@ -57,6 +57,17 @@ def is_rejection(exc: BaseException) -> bool:
     return bool(code) and code not in _TRANSIENT_CODES and code[:2] in _REJECTING_CLASSES
 
 
+async def apply_schema(pool: aiopg.Pool) -> None:
+    """The schema on a shard, idempotently (workers and ``move-slots`` alike)."""
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        # Two processes migrating at once would race on CREATE TABLE IF NOT EXISTS.
+        await cur.execute("SELECT pg_advisory_lock(%s)", (sql.SCHEMA_LOCK,))
+        try:
+            await cur.execute(sql.SCHEMA)
+        finally:
+            await cur.execute("SELECT pg_advisory_unlock(%s)", (sql.SCHEMA_LOCK,))
+
+
 class ShardStore(Protocol):
     """What the writer needs from Postgres; tests use their own implementation."""
 
@@ -111,13 +122,7 @@ class Shards(Service):
         async with self._locks[shard]:
             if self._migrated[shard]:
                 return
-            async with pool.acquire() as conn, conn.cursor() as cur:
-                # Two workers migrating at once would race on CREATE TABLE IF NOT EXISTS.
-                await cur.execute("SELECT pg_advisory_lock(%s)", (sql.SCHEMA_LOCK,))
-                try:
-                    await cur.execute(sql.SCHEMA)
-                finally:
-                    await cur.execute("SELECT pg_advisory_unlock(%s)", (sql.SCHEMA_LOCK,))
+            await apply_schema(pool)
             self._migrated[shard] = True
             log.info("shard %d: schema is up to date", shard)
 
